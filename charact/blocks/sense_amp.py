@@ -1,0 +1,216 @@
+"""StrongARM sense amplifier (PMOS input pair): offset, decision delay, energy, kickback.
+
+The comparator of the Topkima-Former ramp ADC (S. Dong et al., arXiv 2411.13050,
+Sec. III-A): it compares the MAC bitline with the replica-ramp bitline every 4 ns.
+
+Bench, per Monte-Carlo sample (each a separate deck, same seed, so the same devices):
+
+1. *Offset, coarse*: a staircase of differential inputs ``dv = inp - inn`` around the
+   common mode ``vcm``, one value per clock cycle (changed during reset), from
+   ``-offset_range`` to ``+offset_range`` in ``coarse_step``. The latched decision is read
+   at the end of every cycle; the offset lies in the step where it first flips to 1.
+2. *Offset, fine*: the same over that one coarse step in ``fine_steps`` steps. The offset
+   is the midpoint of the fine step where the decision flips (resolution
+   ``coarse_step / fine_steps``). A staircase, not a bisection, so one transient per
+   pass; the reset before every decision removes memory of the previous one.
+3. *Delay and energy*: one cycle per ``delta_v`` (0.1-100 mV), each applied on top of
+   the measured offset, so every sample sees the same effective overdrive. Delay is clk
+   rising (50 %) to outp rising (50 %); energy per decision is the supply charge over the
+   cycle times VDD. ``t0`` and ``tau`` fit ``delay = t0 + tau * ln(vdd / delta_v)``.
+4. *Kickback*: inputs left floating on ``c_bl`` (the bitline capacitance); the largest
+   excursion of either input from its precharged value during a decision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from charact.blocks.base import Block, JobContext, JobFailed
+from charact.errors import UserError
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _clock(t_clk: float, t_edge: float) -> str:
+    # Reset during the first half of each cycle, evaluate during the second.
+    high = t_clk / 2 - t_edge
+    return f"vclk clk 0 PULSE(0 {{vdd}} {_fmt(t_clk / 2)} {_fmt(t_edge)} {_fmt(t_edge)} " \
+           f"{_fmt(high)} {_fmt(t_clk)})"
+
+
+def _staircase(values: list[float], t_clk: float, t_edge: float) -> str:
+    """PWL points holding ``values[i]`` over cycle i, switching early in each reset phase."""
+    pts = [(0.0, values[0])]
+    for i, v in enumerate(values[1:], start=1):
+        t = i * t_clk + 0.1 * t_clk
+        pts.append((t, values[i - 1]))
+        pts.append((t + t_edge, v))
+    return " ".join(f"{_fmt(t)} {_fmt(v)}" for t, v in pts)
+
+
+class SenseAmp(Block):
+    name = "sense_amp"
+    version = "1"
+    template_files = ("sense_amp.sp",)
+    subckt = "strongarm_sa"
+    conditions = {"vcm": 0.4}
+    options: dict[str, Any] = {
+        "t_clk": 4e-9,  # the paper's ADC clock period
+        "t_edge": 50e-12,
+        "offset_range": 0.08,
+        "coarse_step": 4e-3,
+        "fine_steps": 16,
+        # the first value also serves as the warm-up cycle excluded from the energy
+        "delta_v": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        "delay_ref": 1e-2,  # the delta_v reported as ``delay``
+        "c_bl": 100e-15,  # bitline capacitance on each input for the kickback bench
+        "tstep": 10e-12,
+        # Sub-millivolt decisions need tighter tolerances than ngspice's defaults
+        # (reltol 1e-3 is 0.4 mV at a 0.4 V common mode).
+        "spice_options": ["reltol=1e-5", "vntol=1e-8"],
+    }
+    columns = ("offset", "delay", "t0", "tau", "energy", "kickback")
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        opts = super().check_options(options)
+        dv = opts["delta_v"]
+        if not isinstance(dv, list) or not dv or not all(
+                isinstance(x, (int, float)) and x > 0 for x in dv):
+            raise UserError("[measure] delta_v must be a non-empty list of positive volts")
+        for key in ("t_clk", "t_edge", "offset_range", "coarse_step", "c_bl", "tstep"):
+            if not isinstance(opts[key], (int, float)) or opts[key] <= 0:
+                raise UserError(f"[measure] {key} must be a positive number")
+        if opts["delay_ref"] not in dv:
+            raise UserError("[measure] delay_ref must be one of delta_v")
+        return opts
+
+    def delay_columns(self, options: dict[str, Any]) -> list[str]:
+        return [f"delay_dv{dv * 1e3:g}mV" for dv in options["delta_v"]]
+
+    # -- benches ---------------------------------------------------------------------
+
+    def _dut(self, ctx: JobContext, inp: str = "inp", inn: str = "inn") -> str:
+        sa = next(t for t in ctx.templates if self.subckt in t.subckts)
+        return "\n".join([
+            "vsup vdd 0 {vdd}",
+            sa.instance("sa", self.subckt, [inp, inn, "clk", "dout", "doutb", "outp", "outn",
+                                             "vdd", "0"], ctx.params),
+            "cloadp outp 0 2f",
+            "cloadn outn 0 2f",
+        ])
+
+    def _staircase_decisions(self, ctx: JobContext, name: str, dvs: list[float]) -> np.ndarray:
+        o = ctx.options
+        t_clk, t_edge = o["t_clk"], o["t_edge"]
+        vcm = ctx.conditions["vcm"]
+        body = [
+            self._dut(ctx),
+            _clock(t_clk, t_edge),
+            f"vinp inp 0 PWL({_staircase([vcm + d / 2 for d in dvs], t_clk, t_edge)})",
+            f"vinn inn 0 PWL({_staircase([vcm - d / 2 for d in dvs], t_clk, t_edge)})",
+            f".tran {_fmt(o['tstep'])} {_fmt(len(dvs) * t_clk)} 0 {_fmt(4 * o['tstep'])}",
+            ".save v(dout)",
+        ]
+        for i in range(len(dvs)):
+            body.append(f".meas tran dec{i} FIND v(dout) AT={_fmt((i + 1) * t_clk - 2 * t_edge)}")
+        res = ctx.run(name, "\n".join(body))
+        vals = np.array(res.need(*[f"dec{i}" for i in range(len(dvs))]))
+        if np.isnan(vals).any():
+            raise JobFailed(f"{name}: ngspice reported no decision for some cycles")
+        return vals > 0.5 * ctx.point.vdd
+
+    def _offset(self, ctx: JobContext) -> float:
+        o = ctx.options
+        rng, step = float(o["offset_range"]), float(o["coarse_step"])
+        n = int(round(2 * rng / step)) + 1
+        coarse = [-rng + i * step for i in range(n)]
+        dec = self._staircase_decisions(ctx, "offset_coarse", coarse)
+        if dec.all() or not dec.any():
+            raise JobFailed(f"offset outside +-{rng:g} V (raise [measure] offset_range)")
+        first = int(np.argmax(dec))
+        if first == 0:
+            raise JobFailed(f"offset below -{rng:g} V")
+        lo = coarse[first - 1]
+        nf = int(o["fine_steps"])
+        fine = [lo + (i + 0.5) * step / nf for i in range(nf)]
+        dec_f = self._staircase_decisions(ctx, "offset_fine", fine)
+        if not dec_f.any():
+            # Flip between the last fine value and the coarse point that did flip.
+            return lo + step - 0.25 * step / nf
+        j = int(np.argmax(dec_f))
+        return fine[j] - 0.5 * step / nf
+
+    def _delay_energy(self, ctx: JobContext, offset: float) -> tuple[np.ndarray, np.ndarray]:
+        o = ctx.options
+        t_clk, t_edge = o["t_clk"], o["t_edge"]
+        vcm, vdd = ctx.conditions["vcm"], ctx.point.vdd
+        dvs = [offset + d for d in o["delta_v"]]
+        body = [
+            self._dut(ctx),
+            _clock(t_clk, t_edge),
+            f"vinp inp 0 PWL({_staircase([vcm + d / 2 for d in dvs], t_clk, t_edge)})",
+            f"vinn inn 0 PWL({_staircase([vcm - d / 2 for d in dvs], t_clk, t_edge)})",
+            f".tran {_fmt(o['tstep'])} {_fmt(len(dvs) * t_clk)} 0 {_fmt(4 * o['tstep'])}",
+            ".save v(clk) v(outp) i(vsup)",
+        ]
+        half = vdd / 2
+        for i in range(len(dvs)):
+            t_eval = i * t_clk + t_clk / 2
+            body.append(f".meas tran td{i} TRIG v(clk) VAL={_fmt(half)} TD={_fmt(t_eval - t_edge)}"
+                        f" RISE=1 TARG v(outp) VAL={_fmt(half)} TD={_fmt(t_eval - t_edge)} RISE=1")
+            body.append(f".meas tran q{i} INTEG i(vsup) FROM={_fmt(i * t_clk)} "
+                        f"TO={_fmt((i + 1) * t_clk)}")
+        res = ctx.run("delay", "\n".join(body))
+        n = len(dvs)
+        td = np.array(res.need(*[f"td{i}" for i in range(n)]))
+        q = np.array(res.need(*[f"q{i}" for i in range(n)]))
+        # A decision that did not resolve within the evaluation half-cycle counts as none.
+        td[(td <= 0) | (td > t_clk / 2)] = math.nan
+        return td, -q * vdd
+
+    def _kickback(self, ctx: JobContext) -> float:
+        o = ctx.options
+        t_clk, t_edge = o["t_clk"], o["t_edge"]
+        vcm = ctx.conditions["vcm"]
+        dv = o["delay_ref"]
+        body = [
+            self._dut(ctx),
+            _clock(t_clk, t_edge),
+            f"cblp inp 0 {_fmt(o['c_bl'])}",
+            f"cbln inn 0 {_fmt(o['c_bl'])}",
+            f".ic v(inp)={_fmt(vcm + dv / 2)} v(inn)={_fmt(vcm - dv / 2)}",
+            f".tran {_fmt(o['tstep'])} {_fmt(t_clk)} 0 {_fmt(4 * o['tstep'])} uic",
+            ".save v(inp) v(inn)",
+            ".meas tran inp_max MAX v(inp)", ".meas tran inp_min MIN v(inp)",
+            ".meas tran inn_max MAX v(inn)", ".meas tran inn_min MIN v(inn)",
+        ]
+        res = ctx.run("kickback", "\n".join(body))
+        pmax, pmin, nmax, nmin = res.need("inp_max", "inp_min", "inn_max", "inn_min")
+        p0, n0 = vcm + dv / 2, vcm - dv / 2
+        return float(max(abs(pmax - p0), abs(pmin - p0), abs(nmax - n0), abs(nmin - n0)))
+
+    def simulate(self, ctx: JobContext) -> dict[str, float]:
+        o = ctx.options
+        offset = self._offset(ctx)
+        td, energy = self._delay_energy(ctx, offset)
+        dvs = np.asarray(o["delta_v"], dtype=float)
+        ok = np.isfinite(td)
+        t0 = tau = math.nan
+        if ok.sum() >= 2:
+            tau, t0 = np.polyfit(np.log(ctx.point.vdd / dvs[ok]), td[ok], 1)
+        row = {
+            "offset": offset,
+            "delay": float(td[list(dvs).index(o["delay_ref"])]),
+            "t0": float(t0),
+            "tau": float(tau),
+            # Cycle 0 also charges every node from the t=0 operating point: leave it out.
+            "energy": float(np.nanmean(energy[1:])),
+            "kickback": self._kickback(ctx),
+        }
+        row.update({c: float(v) for c, v in zip(self.delay_columns(o), td, strict=True)})
+        return row

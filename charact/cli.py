@@ -1,0 +1,60 @@
+"""The ``charact`` command: one subcommand per stage.
+
+Each stage module exposes ``register(subparsers)`` that adds its subcommand and sets
+``func`` on the parser; the function takes the parsed arguments and returns an exit
+status. User errors (:class:`charact.errors.UserError`) end in one line on stderr and
+exit status 2, with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from charact import __version__
+from charact.errors import UserError
+
+# Modules that add subcommands, in the order they appear in ``charact --help``.
+COMMAND_MODULES: list[str] = [
+    "charact.commands.engine",
+    "charact.commands.lookup",
+    "charact.commands.rollup",
+    "charact.commands.accuracy",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charact",
+        description="Characterize in-memory-computing attention hardware with SPICE "
+        "and carry the results to accuracy and latency/energy.",
+    )
+    parser.add_argument("--version", action="version", version=f"charact {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"charact: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("charact: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""``charact techs``, ``charact render`` and ``charact sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import tomllib
+from pathlib import Path
+
+from charact.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("techs", help="list available technologies")
+    p.set_defaults(func=cmd_techs)
+
+    p = sub.add_parser("render", help="write a block's bench deck for one point (to run by hand)")
+    p.add_argument("spec", help="sweep spec TOML; the first job of it is rendered")
+    p.add_argument("-o", "--out", default="rendered", help="folder for the deck(s)")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("sweep", help="run a characterization sweep from a spec")
+    p.add_argument("spec", help="sweep spec TOML")
+    p.add_argument("-o", "--out", help="results folder (default results/<spec name>)")
+    p.add_argument("-j", "--jobs", type=int, default=0, help="parallel jobs (default: all cores)")
+    p.add_argument("--backend", default="batch", choices=["batch", "pyspice"],
+                   help="simulator backend (default batch: one ngspice -b per deck)")
+    p.add_argument("--corner", help="override: comma-separated corners")
+    p.add_argument("--vdd", help="override: comma-separated supplies (V)")
+    p.add_argument("--temp", help="override: comma-separated temperatures (degC)")
+    p.add_argument("--samples", type=int, help="override: Monte-Carlo samples per point")
+    p.add_argument("--seed", type=int, help="override: Monte-Carlo seed")
+    p.add_argument("--csv", action="store_true", help="also write table.csv")
+    p.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed")
+    p.add_argument("--keep-work", action="store_true", help="keep decks and logs of all jobs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_techs(args: argparse.Namespace) -> int:
+    from charact.tech import load_technology, technology_files
+
+    for name, path in technology_files().items():
+        try:
+            t = load_technology(name)
+            status = f"corners {','.join(t.corners)}  vdd {t.vdd_nominal:g} V  " \
+                     f"mismatch {t.mismatch.method}"
+        except UserError as exc:
+            status = f"unavailable: {exc}"
+        print(f"{name:12s} {status}\n{'':12s} {path}")
+    return 0
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def load_spec_with_overrides(args: argparse.Namespace, simulator_version: str = ""):
+    from charact.spec import parse_spec
+
+    path = Path(args.spec)
+    if not path.is_file():
+        raise UserError(f"spec file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    data = copy.deepcopy(data)
+    cond = data.setdefault("conditions", {})
+    if not isinstance(cond, dict):
+        raise UserError(f"{path}: [conditions] must be a table")
+    if getattr(args, "corner", None):
+        cond["corner"] = [c.strip() for c in args.corner.split(",") if c.strip()]
+    if getattr(args, "vdd", None):
+        cond["vdd"] = _floats(args.vdd, "vdd")
+    if getattr(args, "temp", None):
+        cond["temp"] = _floats(args.temp, "temp")
+    mc = data.setdefault("montecarlo", {})
+    if not isinstance(mc, dict):
+        raise UserError(f"{path}: [montecarlo] must be a table")
+    if getattr(args, "samples", None) is not None:
+        mc["samples"] = args.samples
+    if getattr(args, "seed", None) is not None:
+        mc["seed"] = args.seed
+    return parse_spec(data, where=str(path), path=path, simulator_version=simulator_version)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from charact.blocks import JobContext
+    from charact.runner import write_run_dir
+
+    spec = load_spec_with_overrides(args)
+    job = spec.jobs[0]
+    out = Path(args.out)
+
+    class _Recorder:
+        """Writes decks instead of running them."""
+
+        name = "render"
+
+        def version(self) -> str:
+            return "render"
+
+        def run(self, deck, workdir, timeout=0.0, raw=False):
+            path = write_run_dir(deck, workdir)
+            print(f"wrote {path}  (run: cd {workdir} && ngspice -b {path.name})")
+            from charact.runner import RunResult
+
+            return RunResult(ok=False, reason="rendered only")
+
+    ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
+                     conditions=job.conditions, options=spec.options, workdir=out,
+                     sim=_Recorder(), templates=spec.block.load_templates())
+    # The recorder stops the bench after its first deck (later decks depend on the
+    # measurements of earlier ones).
+    with contextlib.suppress(Exception):
+        spec.block.simulate(ctx)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from charact.runner import ngspice_version
+    from charact.sweep import run_sweep, summarize
+
+    if args.jobs < 0:
+        raise UserError("--jobs must be >= 0")
+    version = ngspice_version()  # fails early, with install advice, if ngspice is missing
+    spec = load_spec_with_overrides(args, simulator_version=version)
+    out = Path(args.out) if args.out else Path("results") / spec.name
+    print(f"sweep {spec.name}: block {spec.block.name}, technology {spec.tech.name}, "
+          f"{len(spec.jobs)} jobs -> {out}")
+    res = run_sweep(spec, out, n_jobs=args.jobs, backend=args.backend,
+                    retry_failed=args.retry_failed, keep_work=args.keep_work, csv=args.csv,
+                    progress=not args.quiet)
+    print(f"ran {res.ran} jobs, reused {res.reused}, failed {res.failed}, {res.wall:.1f} s")
+    cols = [c for c in spec.block.columns if c in res.table]
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(summarize(res.table, cols).to_string(float_format=lambda x: f"{x:.4g}"))
+    if res.failed:
+        reasons = res.table.loc[res.table["status"] != "ok", "reason"].value_counts()
+        print("failures:")
+        for reason, n in reasons.head(5).items():
+            print(f"  {n} x {reason}")
+    print(f"table: {out / 'table.parquet'}" + (f", {out / 'table.csv'}" if args.csv else ""))
+    print(f"manifest: {out / 'manifest.json'}")
+    return 0

@@ -1,0 +1,194 @@
+"""``charact fit``, ``charact export`` and ``charact show``: lookup models from sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+from pathlib import Path
+
+from charact.errors import UserError
+
+KINDS = ("auto", "code_error", "pvt_table")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fit", help="fit a sweep folder into a lookup-model file",
+        description="Fit a sweep's table.parquet into a versioned lookup-model file: a "
+        "code-error model (P(code | ideal code) per PVT point) when the table has "
+        "'code_ideal', else a PVT table of mean/sigma of its numeric measurements.")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="models/NAME.json",
+                   help="the model file to write (.json)")
+    p.add_argument("--kind", choices=KINDS, default="auto",
+                   help="auto: code_error if the table has code_ideal, else pvt_table")
+    p.add_argument("--values", default=None, metavar="COL1,COL2",
+                   help="pvt_table: the columns to tabulate (default: all numeric "
+                   "measurement columns)")
+    p.add_argument("--by", default=None, metavar="COL1,COL2",
+                   help="pvt_table: condition columns (e.g. vcm) that split each value; "
+                   "default: the spec's [conditions] axes found in the table")
+    p.add_argument("--n-codes", type=int, default=32, help="code_error: number of ADC codes")
+    p.add_argument("--smoothing", type=float, default=2.0,
+                   help="code_error: pseudo-samples of the Gaussian prior per ideal code")
+    p.set_defaults(func=run_fit)
+
+    p = subparsers.add_parser(
+        "export", help="write a model's or a sweep's error table as CSV/Parquet",
+        description="Write the error table (one row per ideal code per PVT point: count, "
+        "mean error, sigma, quantiles) or a PVT table (one row per grid point per value) "
+        "of a model file or a sweep folder, with its provenance.")
+    p.add_argument("source", metavar="MODEL_OR_SWEEP")
+    p.add_argument("--csv", action="store_true", help="write CSV (the default)")
+    p.add_argument("--parquet", action="store_true", help="write Parquet")
+    p.add_argument("-o", "--outdir", default=None, metavar="OUTDIR",
+                   help="output folder (default: next to the input)")
+    p.add_argument("--n-codes", type=int, default=32, help="sweep input: number of ADC codes")
+    p.set_defaults(func=run_export)
+
+    p = subparsers.add_parser(
+        "show", help="summarise a model file, optionally plot it",
+        description="Print a model file's summary; --plot writes a Fig. 4(b)-style figure "
+        "(converted against ideal code) or, for a PVT table, the values against VDD.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--plot", default=None, metavar="PATH.png", help="write the figure here")
+    p.set_defaults(func=run_show)
+
+
+def _command_line(args: argparse.Namespace, positional: str) -> str:
+    """The command as parsed (sys.argv is not the argv when called as cli.main([...]))."""
+    parts = ["charact", args.command, shlex.quote(str(getattr(args, positional)))]
+    for key, value in sorted(vars(args).items()):
+        if key in ("func", "command", positional) or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    cols = [c.strip() for c in text.split(",") if c.strip()]
+    if not cols:
+        raise UserError("an empty column list was given")
+    return cols
+
+
+def _condition_columns(manifest: dict, table_columns: list[str]) -> list[str]:
+    """The spec's extra sweep axes (a comparator's vcm, say) present in the table."""
+    spec = manifest.get("spec")
+    conds = spec.get("conditions") if isinstance(spec, dict) else None
+    if not isinstance(conds, dict):
+        return []
+    # the spec's [conditions] also holds the corner/vdd/temp axes: those are the grid
+    return [c for c in conds if c in table_columns and c not in ("corner", "vdd", "temp")]
+
+
+def _short_list(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
+             by: list[str] | None):
+    from charact.lookup import fit as fitting
+
+    if by is None:
+        by = _condition_columns(manifest, list(table.columns))
+    units = manifest.get("units") if isinstance(manifest.get("units"), dict) else None
+    return fitting.fit_pvt_table(table, values, prov, by=by, units=units)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from charact.lookup import fit as fitting
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".json":
+        raise UserError(f"the model file name must end in .json: {out}")
+    table, manifest = fitting.load_sweep(args.sweep_dir)
+    kind = args.kind
+    if kind == "auto":
+        kind = "code_error" if "code_ideal" in table.columns else "pvt_table"
+    prov = fitting.provenance_from_sweep(args.sweep_dir, manifest)
+    prov["command"] = _command_line(args, "sweep_dir")
+    if kind == "code_error":
+        if args.values or args.by:
+            raise UserError("--values/--by apply to pvt_table fits, not code_error")
+        model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=args.smoothing,
+                                        nominal_vdd=fitting.tech_nominal_vdd(manifest))
+    else:
+        model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by))
+    model.save(out)
+    if kind == "code_error":
+        print(f"wrote {out}: code_error model, {len(model.points)} PVT point(s), "
+              f"{model.n_codes} codes, {model.provenance['rows_total']} rows "
+              f"({model.provenance['rows_failed']} failed, excluded)")
+    else:
+        print(f"wrote {out}: pvt_table model, corners {', '.join(model.corners)}, "
+              f"{len(model.names)} value(s): {_short_list(model.names)}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from charact.lookup import export, fileformat
+    from charact.lookup import fit as fitting
+    from charact.lookup.error_model import ErrorModel
+
+    src = Path(args.source)
+    formats = [s for s, on in (("csv", args.csv), ("parquet", args.parquet)) if on] or ["csv"]
+    if src.is_dir():
+        table, manifest = fitting.load_sweep(src)
+        prov = fitting.provenance_from_sweep(src, manifest)
+        if "code_ideal" in table.columns:
+            # a sweep's error table is the raw empirical one: no smoothing, observed codes
+            model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=0.0)
+            frame = export.error_table_frame(model, observed_only=True)
+            stem = "error_table"
+        else:
+            model = _fit_pvt(table, manifest, prov, None, None)
+            frame = export.pvt_table_frame(model)
+            stem = "pvt_table"
+        outdir = Path(args.outdir) if args.outdir else src
+        digest = prov["sweep"]["table_sha256"]
+    else:
+        src = fileformat.resolve_model_path(src)  # a path, or the name of a shipped model
+        model = export.load_model(src)
+        if isinstance(model, ErrorModel):
+            frame = export.error_table_frame(model)
+            stem = f"{src.stem}.error_table"
+        else:
+            frame = export.pvt_table_frame(model)
+            stem = f"{src.stem}.pvt_table"
+        outdir = Path(args.outdir) if args.outdir else src.parent
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    provenance = fileformat.default_provenance(
+        command=_command_line(args, "source"), source=str(src), source_sha256=digest,
+        columns_note="errors and quantiles are converted - ideal code, in LSB"
+        if stem.endswith("error_table") else "mean/sigma over samples per grid point",
+        model_provenance=model.provenance)
+    written = []
+    for fmt in formats:
+        written += export.write_table(frame, outdir / f"{stem}.{fmt}", provenance)
+    print(f"{len(frame)} rows -> " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from charact.lookup import export
+    from charact.lookup.error_model import ErrorModel
+
+    model = export.load_model(args.model)
+    print(export.summary(model, args.model))
+    if args.plot:
+        from charact.lookup import plot
+
+        if not str(args.plot).lower().endswith(".png"):
+            raise UserError(f"--plot writes a PNG; give a .png path, not {args.plot}")
+        title = Path(args.model).name
+        if isinstance(model, ErrorModel):
+            plot.plot_error_model(model, args.plot, title=title)
+        else:
+            plot.plot_pvt_table(model, args.plot, title=title)
+        print(f"figure -> {args.plot}")
+    return 0

@@ -1,0 +1,325 @@
+"""Fitting sweep tables into lookup models.
+
+* :func:`fit_error_model`: a column-conversion table (``code_ideal``, ``code`` per row) into
+  a ``code_error`` model, one smoothed P(code | code_ideal) table per PVT point.
+* :func:`fit_pvt_table`: any per-sample table with ``corner, vdd, temp`` into a
+  ``pvt_table`` model of mean / sigma / count per grid point.
+* :func:`load_sweep`: a sweep folder's ``table.parquet`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from charact.errors import UserError
+from charact.lookup import fileformat as ff
+from charact.lookup.error_model import PVT, ErrorModel, table_from_counts
+from charact.lookup.estimate import count_matrix
+from charact.lookup.pvt_table import CornerGrid, PVTTableModel, grid_axis
+
+PVT_COLUMNS = ("corner", "vdd", "temp")
+CODE_COLUMNS = ("code_ideal", "code")
+# Numeric columns that describe how a row was made, never a measurement.
+BOOKKEEPING = frozenset({
+    "vdd", "temp", "sample", "seed", "mc_seed", "job", "job_id", "key", "index", "row",
+    "attempt", "elapsed", "runtime", "wall_time", "mac_ideal", "code_ideal", "code",
+})
+NOMINAL_CORNERS = ("nom", "tt", "typ", "typical")
+NOMINAL_TEMP = 27.0
+
+
+def _require_columns(table: pd.DataFrame, cols: tuple[str, ...] | list[str], what: str) -> None:
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise UserError(f"{what}: missing column(s) {', '.join(missing)}; it has: "
+                        f"{', '.join(map(str, table.columns))}")
+
+
+def _ok_rows(table: pd.DataFrame) -> pd.Series:
+    if "status" not in table.columns:
+        return pd.Series(True, index=table.index)
+    return table["status"].astype(str).str.lower().eq("ok")
+
+
+def _pvt_keys(table: pd.DataFrame) -> pd.DataFrame:
+    """corner/vdd/temp with float noise removed, so 0.8 and 0.8000000001 group together."""
+    out = pd.DataFrame({"corner": table["corner"].astype(str),
+                        "vdd": np.round(pd.to_numeric(table["vdd"], errors="coerce"), 9),
+                        "temp": np.round(pd.to_numeric(table["temp"], errors="coerce"), 9)},
+                       index=table.index)
+    if out[["vdd", "temp"]].isna().any().any():
+        raise UserError("table: vdd and temp must be numbers in every row")
+    return out
+
+
+def choose_nominal(points: list[PVT], nominal_vdd: float | None = None) -> tuple[PVT, str]:
+    """The point a caller gets by default, and the rule that picked it."""
+    if len(points) == 1:
+        return points[0], "the only point"
+    named = [p for p in points if p.corner.lower() in NOMINAL_CORNERS] or points
+    temp = min({p.temp for p in named}, key=lambda t: (abs(t - NOMINAL_TEMP), t))
+    named = [p for p in named if p.temp == temp]
+    vdds = sorted({p.vdd for p in named})
+    target = nominal_vdd if nominal_vdd is not None else vdds[(len(vdds) - 1) // 2]
+    vdd = min(vdds, key=lambda v: (abs(v - target), v))
+    pick = next(p for p in named if p.vdd == vdd)
+    why = "vdd nearest the technology's nominal" if nominal_vdd is not None else "median vdd"
+    return pick, f"nominal corner, temperature nearest {NOMINAL_TEMP:g} C, {why}"
+
+
+def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
+                    smoothing: float = 2.0, nominal_vdd: float | None = None) -> ErrorModel:
+    """One smoothed code-error table (plus Gaussian fit) per PVT point of a column sweep.
+
+    Rows whose ``status`` is not "ok" or whose ``code`` is missing are excluded and counted;
+    converted codes beyond 0..n_codes-1 (a conversion that never crossed) are clipped to
+    the end codes and counted. Ideal codes never observed at a point get an interpolated
+    distribution and are listed in ``provenance["interpolated_codes"]``.
+    """
+    _require_columns(table, PVT_COLUMNS + CODE_COLUMNS, "column sweep table")
+    if not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
+        raise UserError(f"n_codes must be an integer >= 2, got {n_codes!r}")
+    keys = _pvt_keys(table)
+    code = pd.to_numeric(table["code"], errors="coerce")
+    ideal = pd.to_numeric(table["code_ideal"], errors="coerce")
+    if ideal.isna().any() or (ideal != np.round(ideal)).any():
+        raise UserError("column sweep table: code_ideal must be an integer in every row")
+    if len(ideal) and (ideal.min() < 0 or ideal.max() >= n_codes):
+        raise UserError(f"column sweep table: code_ideal spans {int(ideal.min())}.."
+                        f"{int(ideal.max())}, outside 0..{n_codes - 1} (wrong --n-codes?)")
+    usable = _ok_rows(table) & code.notna()
+    has_mac = "mac_ideal" in table.columns
+    mac = pd.to_numeric(table["mac_ideal"], errors="coerce") if has_mac else None
+
+    tables = {}
+    counts_info: dict[str, Any] = {}
+    interp_info: dict[str, list[int]] = {}
+    quality: dict[str, Any] = {}
+    clipped_total = 0
+    for (corner, vdd, temp), idx in keys.groupby(list(PVT_COLUMNS), sort=True).groups.items():
+        pvt = PVT(str(corner), float(vdd), float(temp))
+        ok = usable.loc[idx]
+        rows = idx[ok.to_numpy()]
+        raw = code.loc[rows].to_numpy()
+        clipped = int(((raw < 0) | (raw > n_codes - 1)).sum())
+        clipped_total += clipped
+        out = np.clip(np.round(raw), 0, n_codes - 1).astype(np.int64)
+        if out.size == 0:
+            raise UserError(f"no successful conversion at {pvt.label()}: all {len(idx)} rows "
+                            "failed; refit without this point or rerun the sweep")
+        counts = count_matrix(ideal.loc[rows].to_numpy().astype(np.int64), out, int(n_codes))
+        mac_lo = mac_hi = None
+        if mac is not None:
+            by_code = pd.DataFrame({"i": ideal.loc[idx].astype(int), "m": mac.loc[idx]})
+            agg = by_code.groupby("i")["m"].agg(["min", "max"]).reindex(range(n_codes))
+            mac_lo, mac_hi = agg["min"].to_numpy(), agg["max"].to_numpy()
+        t = table_from_counts(counts, smoothing, mac_lo, mac_hi)
+        tables[pvt] = t
+        label = pvt.label()
+        counts_info[label] = {"ok": int(out.size), "failed": int(len(idx) - out.size),
+                              "clipped": clipped}
+        interp_info[label] = [int(i) for i in np.flatnonzero(t.interpolated)]
+        seen = t.count > 0
+        quality[label] = {
+            "mean_abs_error": float(np.abs(t.mean_error()[seen]).mean()),
+            "mean_sigma": float(t.sigma()[seen].mean()),
+            "ks_max": _nanmax(t.fit["ks"]), "ks_mean": _nanmean(t.fit["ks"]),
+            "loglik_mean": _nanmean(t.fit["loglik"]),
+        }
+    nominal, rule = choose_nominal(list(tables), nominal_vdd)
+    prov = ff.default_provenance(**provenance)
+    prov.update({
+        "fit": {"kind": "code_error", "n_codes": int(n_codes), "smoothing": smoothing,
+                "smoothing_rule": "discretized Gaussian prior from ideal codes within +-2, "
+                                  "mixed as pseudo-samples (models/README.md)",
+                "parametric_family": "discretized Gaussian per ideal code",
+                "nominal_rule": rule},
+        "sample_counts": counts_info,
+        "rows_total": int(len(table)),
+        "rows_failed": int((~usable).sum()),
+        "codes_clipped": clipped_total,
+        "interpolated_codes": interp_info,
+        "fit_quality": quality,
+    })
+    return ErrorModel(tables, prov, nominal=nominal)
+
+
+def _nanmax(x: np.ndarray) -> float | None:
+    return float(np.nanmax(x)) if np.any(np.isfinite(x)) else None
+
+
+def _nanmean(x: np.ndarray) -> float | None:
+    return float(np.nanmean(x)) if np.any(np.isfinite(x)) else None
+
+
+def measurement_columns(table: pd.DataFrame,
+                        exclude: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Numeric columns that are measurements (not PVT, seeds or bookkeeping)."""
+    skip = BOOKKEEPING | set(exclude)
+    return [c for c in table.columns if c not in skip and c not in ("corner", "status")
+            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(
+                table[c])]
+
+
+def fit_pvt_table(table: pd.DataFrame, value_columns: list[str] | None, provenance: dict,
+                  by: list[str] | None = None, units: dict[str, str] | None = None
+                  ) -> PVTTableModel:
+    """Mean, sigma (ddof=1) and count per corner and (vdd, temp) grid point.
+
+    ``value_columns`` None means every numeric measurement column. ``by`` names extra
+    condition columns (a comparator's common mode ``vcm``, say): each of their distinct
+    values gets its own entry, named ``"<value>@<col>=<v>"``. Failed rows (``status`` not
+    "ok") are excluded and counted; NaN values are skipped per column.
+    """
+    _require_columns(table, PVT_COLUMNS, "table")
+    by = list(by or [])
+    _require_columns(table, by, "table")
+    if set(by) & set(PVT_COLUMNS):
+        raise UserError(f"--by cannot name {', '.join(sorted(set(by) & set(PVT_COLUMNS)))}: "
+                        "corner, vdd and temp are the table's grid already")
+    if value_columns is None:
+        value_columns = measurement_columns(table, by)
+    numeric = measurement_columns(table, by)
+    bad = [c for c in value_columns if c not in numeric]
+    if bad:
+        raise UserError(f"not a numeric measurement column: {', '.join(bad)}; available: "
+                        f"{', '.join(numeric) or 'none'}")
+    if not value_columns:
+        raise UserError("no numeric measurement column to fit in this table")
+    ok = _ok_rows(table)
+    keys = _pvt_keys(table)
+    data = pd.concat([keys, table[by + list(value_columns)]], axis=1)[ok.to_numpy()]
+    if data.empty:
+        raise UserError(f"no successful row in the table ({len(table)} rows, all failed)")
+    # one entry per (value, condition) combination
+    conds: list[tuple[tuple, str]] = [((), "")]
+    if by:
+        combos = data[by].drop_duplicates().sort_values(by).itertuples(index=False)
+        conds = [(tuple(c), "@" + ",".join(f"{b}={v:g}" if isinstance(v, (int, float))
+                                           else f"{b}={v}" for b, v in zip(by, c, strict=True)))
+                 for c in combos]
+    names = [f"{v}{suffix}" for v in value_columns for _, suffix in conds]
+    grids = {}
+    counts_info: dict[str, Any] = {}
+    for corner, sub in data.groupby("corner", sort=True):
+        vdd_axis = grid_axis(sub["vdd"].to_numpy())
+        temp_axis = grid_axis(sub["temp"].to_numpy())
+        shape = (vdd_axis.size, temp_axis.size)
+        vi = np.searchsorted(vdd_axis, sub["vdd"].to_numpy())
+        ti = np.searchsorted(temp_axis, sub["temp"].to_numpy())
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        for col in value_columns:
+            for cond, suffix in conds:
+                sel = np.ones(len(sub), dtype=bool)
+                for b, v in zip(by, cond, strict=True):
+                    sel &= (sub[b] == v).to_numpy()
+                vals = pd.to_numeric(sub[col], errors="coerce").to_numpy(dtype=np.float64)
+                sel &= np.isfinite(vals)
+                frame = pd.DataFrame({"i": vi[sel], "j": ti[sel], "x": vals[sel]})
+                agg = frame.groupby(["i", "j"])["x"].agg(["mean", "std", "count"])
+                st = {s: np.full(shape, np.nan) for s in ("mean", "sigma")}
+                st["count"] = np.zeros(shape)
+                ii = agg.index.get_level_values(0).to_numpy()
+                jj = agg.index.get_level_values(1).to_numpy()
+                st["mean"][ii, jj] = agg["mean"].to_numpy()
+                st["sigma"][ii, jj] = agg["std"].to_numpy()
+                st["count"][ii, jj] = agg["count"].to_numpy()
+                stats[f"{col}{suffix}"] = st
+        grids[str(corner)] = CornerGrid(vdd_axis, temp_axis, stats)
+        counts_info[str(corner)] = {"ok": int(len(sub)),
+                                    "failed": int((~ok & (keys["corner"] == corner)).sum())}
+    prov = ff.default_provenance(**provenance)
+    prov.update({
+        "fit": {"kind": "pvt_table", "values": list(value_columns), "by": by,
+                "stats": "mean, sample sigma (ddof=1), count per grid point",
+                "interpolation": "linear over (vdd, temp) per corner "
+                                 "(scipy RegularGridInterpolator)"},
+        "sample_counts": counts_info,
+        "rows_total": int(len(table)),
+        "rows_failed": int((~ok).sum()),
+    })
+    model_units = {n: (units or {}).get(n.split("@")[0], "") for n in names}
+    return PVTTableModel(grids, prov, {k: v for k, v in model_units.items() if v})
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    """``(table, manifest)`` of a sweep folder (``table.parquet``, or ``table.csv``, plus
+    ``manifest.json``); a UserError says what is missing or unreadable."""
+    d = Path(sweep_dir)
+    if not d.is_dir():
+        raise UserError(f"sweep folder not found: {d}")
+    pq, csv = d / "table.parquet", d / "table.csv"
+    if pq.is_file():
+        try:
+            table = pd.read_parquet(pq)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise UserError(f"{pq}: unreadable Parquet table ({type(exc).__name__})") from exc
+    elif csv.is_file():
+        try:
+            table = pd.read_csv(csv)
+        except Exception as exc:
+            raise UserError(f"{csv}: unreadable CSV table ({type(exc).__name__})") from exc
+    else:
+        raise UserError(f"{d}: no table.parquet (or table.csv); is this a sweep folder?")
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        raise UserError(f"{d}: no manifest.json; the table's provenance is unknown")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{mpath}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise UserError(f"{mpath}: the manifest must be a JSON object")
+    return table, manifest
+
+
+def provenance_from_sweep(sweep_dir: str | Path, manifest: dict) -> dict:
+    """The model provenance a sweep folder contributes: its manifest's spec, block and
+    template hashes, technology, simulator version and seed, plus a hash of the table
+    file the model was fitted from (per-job timings are summed, not copied)."""
+    d = Path(sweep_dir)
+    table_file = d / "table.parquet" if (d / "table.parquet").is_file() else d / "table.csv"
+    sweep: dict[str, Any] = {
+        "dir": str(d), "table_sha256": hashlib.sha256(table_file.read_bytes()).hexdigest(),
+    }
+    # the sweep's own stamp, kept apart from the model's created/command
+    for key in ("sweep", "created", "command", "spec_path", "samples", "jobs"):
+        if key in manifest:
+            sweep["name" if key == "sweep" else key] = manifest[key]
+    prov: dict[str, Any] = {"sweep": sweep}
+    for key in ("spec", "technology", "block", "simulator", "ngspice_version",
+                "code_revision", "seed", "template_hashes", "templates"):
+        if key in manifest:
+            prov[key] = manifest[key]
+    sim = manifest.get("simulator")
+    if "ngspice_version" not in prov and isinstance(sim, dict) and sim.get("version"):
+        prov["ngspice_version"] = sim["version"]
+    timing = manifest.get("timing") or manifest.get("timings")
+    if isinstance(timing, dict):
+        for key in ("wall_last_run", "simulator_total", "workers"):
+            if isinstance(timing.get(key), (int, float)):
+                sweep[f"timing_{key}"] = timing[key]
+        per_job = timing.get("per_job", timing)
+        secs = [v.get("wall") if isinstance(v, dict) else v for v in per_job.values()]
+        secs = [v for v in secs if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if secs:
+            sweep["job_seconds_total"] = float(sum(secs))
+            sweep["jobs_timed"] = len(secs)
+    return ff.jsonable(prov)
+
+
+def tech_nominal_vdd(manifest: dict) -> float | None:
+    """The technology's nominal VDD if the manifest records it."""
+    tech = manifest.get("technology")
+    if isinstance(tech, dict):
+        for key in ("nominal_vdd", "vdd_nominal", "vdd"):
+            v = tech.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+    return None

@@ -1,0 +1,253 @@
+"""Run a sweep: jobs in parallel over processes, each finished job kept at once.
+
+Layout of ``results/<name>/``::
+
+    jobs/<key>.json      one finished job (its row and timing), written atomically by
+                         the worker that ran it: a killed sweep loses only running jobs
+    work/<key>/          the decks and logs of a job (removed on success unless kept)
+    table.parquet        one row per sample, in job order, with provenance metadata
+    table.csv            on request (+ table.provenance.json)
+    manifest.json        spec, technology, code revision, simulator, seeds and timings
+    .lock                held while a sweep writes the folder
+
+Job keys hash the block and its version, the template texts, the technology files,
+the parameters, options, operating point, seed and simulator version: rerunning the same
+spec redoes only jobs without a file; changing any of those makes new keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from charact.blocks import JobContext, JobFailed
+from charact.errors import UserError
+from charact.provenance import stamp, write_json, write_table
+from charact.runner import NgspiceBatch, Simulator
+from charact.spec import Job, SweepSpec
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    table: pd.DataFrame
+    ran: int
+    reused: int
+    failed: int
+    wall: float
+
+
+def make_simulator(backend: str) -> Simulator:
+    if backend == "batch":
+        return NgspiceBatch()
+    if backend == "pyspice":
+        from charact.pyspice_backend import PySpiceShared
+
+        return PySpiceShared()
+    raise UserError(f"unknown backend {backend!r}; use 'batch' or 'pyspice'")
+
+
+def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
+            keep_work: bool = False) -> dict[str, Any]:
+    """Run one job and write ``jobs/<key>.json``; return the record. Never raises for a
+    simulation failure: the record says ``status = "failed"`` and why."""
+    workdir = out_dir / "work" / job.key
+    sim = make_simulator(backend)
+    ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
+                     conditions=job.conditions, options=spec.options, workdir=workdir,
+                     sim=sim, templates=spec.block.load_templates(), timeout=spec.timeout)
+    t0 = time.perf_counter()
+    status, reason = "ok", ""
+    try:
+        measured = spec.block.simulate(ctx)
+    except JobFailed as exc:
+        status, reason, measured = "failed", str(exc), {}
+    except Exception as exc:  # a bug in a bench must not stop a long sweep
+        status, measured = "failed", {}
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        (workdir / "traceback.txt").parent.mkdir(parents=True, exist_ok=True)
+        (workdir / "traceback.txt").write_text(traceback.format_exc())
+    wall = time.perf_counter() - t0
+    base: dict[str, Any] = {
+        "job": job.index, "key": job.key, "corner": job.point.corner,
+        "vdd": job.point.vdd, "temp": job.point.temp, **job.conditions,
+        "sample": job.sample, "seed": job.point.seed if job.point.seed is not None else -1,
+        "status": status, "reason": reason,
+    }
+    # A block returns one row, or a list of rows (several conversions in one deck).
+    items = measured if isinstance(measured, list) else [measured]
+    rows = []
+    for i, item in enumerate(items):
+        row = dict(base, item=i) if isinstance(measured, list) else dict(base)
+        row.update({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in item.items()})
+        rows.append(row)
+    record = {"row": rows[0], "rows": rows, "timing": {"wall": wall, "simulator": ctx.elapsed},
+              "decks": ctx.decks}
+    write_json(out_dir / "jobs" / f"{job.key}.json", record)
+    if status == "ok" and not keep_work:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return record
+
+
+def _load_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+        return record if isinstance(record.get("row"), dict) else None
+    except (OSError, ValueError):
+        return None  # unreadable: treated as not finished, the job runs again
+
+
+@contextlib.contextmanager
+def _lock(out_dir: Path) -> Iterator[None]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(out_dir / ".lock", "w")  # noqa: SIM115 - held for the whole sweep
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another sweep is writing {out_dir}; wait for it or use -o") \
+                from None
+        yield
+    finally:
+        fh.close()
+
+
+class Progress:
+    """A one-line progress bar with ETA on a terminal; sparse lines otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.done, self.t0, self.stream = total, 0, time.perf_counter(), stream
+        self.tty = stream.isatty()
+        self._last_pct = -1
+
+    def step(self, failed: bool = False) -> None:
+        self.done += 1
+        el = time.perf_counter() - self.t0
+        eta = el / self.done * (self.total - self.done)
+        pct = int(100 * self.done / max(self.total, 1))
+        text = f"{self.done}/{self.total} jobs  {el:6.1f} s  ETA {eta:6.1f} s"
+        if self.tty:
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            self.stream.write(f"\r[{bar}] {text}")
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif pct // 10 != self._last_pct // 10 or self.done == self.total:
+            self.stream.write(f"  {text}\n")
+            self.stream.flush()
+        self._last_pct = pct
+
+
+def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "batch",
+              retry_failed: bool = False, keep_work: bool = False, csv: bool = False,
+              progress: bool = True,
+              executor: Callable[..., Any] | None = None) -> SweepResult:
+    """Run every unfinished job of ``spec`` and write the table and manifest.
+
+    ``n_jobs`` <= 0 means all cores. ``executor`` replaces joblib (for other engines);
+    it is called as ``executor(fn, argument_tuples, n_jobs)`` and yields records.
+    """
+    out_dir = Path(out_dir)
+    with _lock(out_dir):
+        jobs_dir = out_dir / "jobs"
+        done: dict[str, dict[str, Any]] = {}
+        for job in spec.jobs:
+            rec = _load_record(jobs_dir / f"{job.key}.json")
+            if rec is not None and not (retry_failed and rec["row"]["status"] != "ok"):
+                done[job.key] = rec
+        todo = [j for j in spec.jobs if j.key not in done]
+        n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+        n_workers = max(1, min(n_workers, len(todo) or 1))
+        t0 = time.perf_counter()
+        bar = Progress(len(todo)) if progress and todo else None
+        args = [(spec, job, out_dir, backend, keep_work) for job in todo]
+        if executor is None:
+            executor = _joblib_executor
+        for rec in executor(run_job, args, n_workers):
+            done[rec["row"]["key"]] = rec
+            if bar:
+                bar.step(rec["row"]["status"] != "ok")
+        wall = time.perf_counter() - t0
+        table = assemble_table(spec, done)
+        provenance = manifest(spec, out_dir, done, wall, n_workers, backend)
+        write_table(table, out_dir / "table.parquet", provenance)
+        if csv:
+            write_table(table, out_dir / "table.csv", provenance)
+        write_json(out_dir / "manifest.json", provenance)
+    failed = sum(1 for r in done.values() if r["row"]["status"] != "ok")
+    return SweepResult(out_dir, table, ran=len(todo), reused=len(spec.jobs) - len(todo),
+                       failed=failed, wall=wall)
+
+
+def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
+    if n_workers == 1:
+        for a in args:
+            yield fn(*a)
+        return
+    from joblib import Parallel, delayed
+
+    yield from Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered",
+                        batch_size=1, pre_dispatch="2*n_jobs")(delayed(fn)(*a) for a in args)
+
+
+def assemble_table(spec: SweepSpec, done: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per job of this spec, in job order (records of other specs are ignored)."""
+    rows = [r for j in spec.jobs if j.key in done
+            for r in done[j.key].get("rows", [done[j.key]["row"]])]
+    df = pd.DataFrame(rows)
+    return df.sort_values("job", kind="stable").reset_index(drop=True)
+
+
+def manifest(spec: SweepSpec, out_dir: Path, done: dict[str, dict[str, Any]], wall: float,
+             n_workers: int, backend: str) -> dict[str, Any]:
+    from charact.runner import ngspice_version
+
+    timings = {j.key: done[j.key]["timing"] for j in spec.jobs if j.key in done}
+    sims = [t["simulator"] for t in timings.values()]
+    return stamp(
+        kind="sweep",
+        sweep=spec.name,
+        spec=spec.to_json(),
+        spec_path=str(spec.path) if spec.path else None,
+        block={"name": spec.block.name, "version": spec.block.version,
+               "templates": {t.path.name: t.sha256 for t in spec.block.load_templates()}},
+        technology={"name": spec.tech.name, "source": str(spec.tech.source),
+                    "model_lib": str(spec.tech.model_lib),
+                    "fingerprint": spec.tech.fingerprint(),
+                    "mismatch": spec.tech.mismatch.method},
+        simulator={"backend": backend, "version": ngspice_version()},
+        seed=spec.seed,
+        samples=spec.samples,
+        jobs=len(spec.jobs),
+        timing={"wall_last_run": wall, "workers": n_workers,
+                "simulator_total": sum(sims), "per_job": timings},
+        out_dir=str(out_dir),
+    )
+
+
+def summarize(table: pd.DataFrame, measure_columns: list[str]) -> pd.DataFrame:
+    """Per corner: jobs, failures, and mean/std of each measured column over ok rows."""
+    ok = table[table["status"] == "ok"]
+    out = table.groupby("corner", sort=False).agg(jobs=("job", "size"))
+    out["failed"] = table[table["status"] != "ok"].groupby("corner").size()
+    out["failed"] = out["failed"].fillna(0).astype(int)
+    for col in measure_columns:
+        if col in ok:
+            g = pd.to_numeric(ok[col], errors="coerce").groupby(ok["corner"])
+            out[f"{col}_mean"] = g.mean()
+            out[f"{col}_std"] = g.std()
+    return out
