@@ -1,0 +1,36 @@
+"""Hardware-faithful top-k in-memory-ADC attention (torch), training and accuracy runs.
+
+Needs torch (``pip install 'charact[torch]'``); nothing outside this package imports it.
+
+* :mod:`.quant` -- Q/K/V/A quantizers and the ramp-ADC transfer, straight-through gradients
+* :mod:`.topk` -- top-k the way the decreasing ramp selects it; sub-top-k over crossbars
+* :mod:`.pipeline` -- :class:`AttentionConfig` and :func:`topkima_attention`
+* :mod:`.vit`, :mod:`.data`, :mod:`.training` -- a small ViT, Fashion-MNIST/digits, QAT/TFCBP
+* :mod:`.hf` -- :func:`patch_hf_model` for Hugging Face ``transformers`` models
+* :mod:`.accuracy` -- the sweeps behind ``charact accuracy``
+
+Error models come only through :mod:`charact.lookup` (``ErrorModel.load(path).table()``).
+"""
+
+from __future__ import annotations
+
+from charact.attention.pipeline import (
+    AttentionCalibration,
+    AttentionConfig,
+    AttentionResult,
+    reference_attention,
+    topkima_attention,
+)
+from charact.attention.topk import RampSelection, crossbar_k_split, ramp_topk, score_topk
+
+__all__ = [
+    "AttentionCalibration",
+    "AttentionConfig",
+    "AttentionResult",
+    "RampSelection",
+    "crossbar_k_split",
+    "ramp_topk",
+    "reference_attention",
+    "score_topk",
+    "topkima_attention",
+]

@@ -1,0 +1,458 @@
+"""Accuracy sweeps: k x training scheme x crossbar size x error model, over seeds.
+
+One *training job* trains one ViT (a seed and a training setting) and then evaluates it
+under every setting that uses it, in the same process, so models never travel between
+processes:
+
+* per seed, one model trained with the full softmax serves scheme ``full`` (evaluated
+  with the full softmax) and scheme ``inference`` (evaluated with each top-k);
+* per seed and k, one model trained with TFCBP at that k (scheme ``tfcbp``);
+* per seed and crossbar size, one TFCBP model trained at ``crossbar_k`` with that
+  crossbar's K precision and sub-top-k (Fig. 4(c));
+* each error model is injected at evaluation (Q.K^T and A.V codes) into the TFCBP model at
+  ``error_k`` and into the full-softmax model (Fig. 4(b)).
+
+Full mode (the default of ``charact accuracy``): Fashion-MNIST, all 60k training images,
+3 epochs, k = 1 2 5 10 20 all, the three schemes, crossbars none/128/256, seeds 0 1 2:
+24 trainings of about 10-15 CPU-minutes each at 1 thread, i.e. several hours on 2 cores;
+``--n-train``, ``--epochs``, ``--k``, ``--seeds`` and ``--crossbar`` cut it down. With
+d_k = 16 and 65 tokens a 128- or 256-column crossbar holds a whole head, so the sub-top-k
+study on this ViT needs narrower crossbars (e.g. ``--crossbar none 128x32 128x16``).
+``--quick`` runs scikit-learn digits with 1 seed and 3 k values in about a minute.
+
+Outputs in ``results/accuracy/<run>/``: ``accuracy.parquet`` + ``accuracy.md``, the
+figures ``fig3_accuracy_vs_k.png``, ``fig4c_subtopk.png``, ``fig4b_error.png``,
+``selection_stats.parquet`` (ramp statistics per query) and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from charact.attention.data import load_dataset
+from charact.attention.pipeline import AttentionConfig
+from charact.attention.training import TrainConfig, evaluate, train_model, vit_config_for
+from charact.errors import UserError
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Crossbar:
+    """A crossbar of ``rows`` x ``cols`` cells (None = unlimited)."""
+
+    rows: int | None = None
+    cols: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.rows is None and self.cols is None:
+            return "none"
+        if self.rows == self.cols:
+            return f"{self.rows}"
+        return f"{self.rows}x{self.cols}"
+
+
+def parse_crossbar(text: str) -> Crossbar:
+    """``none``, ``R`` (square R x R) or ``RxC``."""
+    t = text.strip().lower()
+    if t in ("none", "global", ""):
+        return Crossbar()
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", t)
+    if not m:
+        raise UserError(
+            f"bad crossbar size {text!r}; use none, R (square) or RxC, e.g. 256 or 128x32"
+        )
+    rows = int(m.group(1))
+    cols = int(m.group(2)) if m.group(2) else rows
+    if rows <= 64 or cols < 1:
+        raise UserError(
+            f"crossbar {text!r}: needs more than 64 rows (64 are replica rows) and >= 1 column"
+        )
+    return Crossbar(rows, cols)
+
+
+def parse_k(text: str) -> int | None:
+    """An integer k >= 1, or ``all``."""
+    if str(text).lower() == ALL:
+        return None
+    try:
+        k = int(text)
+    except ValueError as exc:
+        raise UserError(f"bad k {text!r}; use a positive integer or 'all'") from exc
+    if k < 1:
+        raise UserError(f"k must be >= 1, got {k}")
+    return k
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything an accuracy run varies and holds fixed."""
+
+    run: str = "default"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    ks: tuple[int | None, ...] = (1, 2, 5, 10, 20, None)
+    schemes: tuple[str, ...] = ("tfcbp", "inference", "full")
+    crossbars: tuple[Crossbar, ...] = (Crossbar(), Crossbar(128, 128), Crossbar(256, 256))
+    crossbar_k: int = 5
+    error_models: tuple[str, ...] = ()
+    error_k: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    stats_queries: int = 16
+    jobs: int = 2
+    threads: int = 1
+    out_root: str = "results/accuracy"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    scheme: str
+    k: int | None
+    crossbar: Crossbar
+    error: str  # "none" or the error model's label
+    config: AttentionConfig
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    seed: int
+    label: str
+    train_config: AttentionConfig
+    cases: tuple[EvalCase, ...]
+
+
+def _hw(k: int | None, xb: Crossbar) -> AttentionConfig:
+    return AttentionConfig.hardware(k=k, crossbar_rows=xb.rows, crossbar_cols=xb.cols)
+
+
+def load_error_tables(paths: tuple[str, ...]) -> dict[str, Any]:
+    """Label -> nominal ``CodeErrorTable`` of each error model file (UserError if bad)."""
+    from charact.lookup import ErrorModel
+
+    tables = {}
+    for p in paths:
+        table = ErrorModel.load(p).table()
+        tables[Path(p).stem] = table
+    return tables
+
+
+def plan_jobs(spec: SweepSpec, tables: dict[str, Any]) -> list[TrainJob]:
+    """The training jobs and the evaluations each one carries."""
+    jobs: list[TrainJob] = []
+    glob = Crossbar()
+    topks = [k for k in spec.ks if k is not None]
+    for seed in spec.seeds:
+        full_cases: list[EvalCase] = []
+        if "full" in spec.schemes or "inference" in spec.schemes or tables:
+            if "full" in spec.schemes or None in spec.ks:
+                full_cases.append(EvalCase("full", None, glob, "none", _hw(None, glob)))
+            if "inference" in spec.schemes:
+                for k in topks:
+                    full_cases.append(EvalCase("inference", k, glob, "none", _hw(k, glob)))
+            for name, t in tables.items():
+                cfg = _hw(None, glob).with_(error_model=t, av_error=t)
+                full_cases.append(EvalCase("full", None, glob, name, cfg))
+            jobs.append(TrainJob(seed, "full", _hw(None, glob), tuple(full_cases)))
+        if "tfcbp" not in spec.schemes:
+            continue
+        tf_ks = sorted(set(topks) | ({spec.error_k} if tables else set()))
+        for k in tf_ks:
+            cases = [EvalCase("tfcbp", k, glob, "none", _hw(k, glob))]
+            if k == spec.error_k:
+                for name, t in tables.items():
+                    cfg = _hw(k, glob).with_(error_model=t, av_error=t)
+                    cases.append(EvalCase("tfcbp", k, glob, name, cfg))
+            jobs.append(TrainJob(seed, f"tfcbp-k{k}", _hw(k, glob), tuple(cases)))
+        for xb in spec.crossbars:
+            if xb.rows is None and xb.cols is None:
+                if spec.crossbar_k not in tf_ks:
+                    k = spec.crossbar_k
+                    jobs.append(TrainJob(seed, f"tfcbp-k{k}", _hw(k, glob),
+                                         (EvalCase("tfcbp", k, glob, "none", _hw(k, glob)),)))
+                continue
+            cfg = _hw(spec.crossbar_k, xb)
+            jobs.append(TrainJob(seed, f"tfcbp-k{spec.crossbar_k}-xb{xb.label}", cfg,
+                                 (EvalCase("tfcbp", spec.crossbar_k, xb, "none", cfg),)))
+    return jobs
+
+
+def case_id(case: EvalCase, seed: int) -> str:
+    k = ALL if case.k is None else str(case.k)
+    return f"{case.scheme}-k{k}-xb{case.crossbar.label}-err{case.error}-s{seed}"
+
+
+def run_job(spec: SweepSpec, job: TrainJob) -> tuple[list[dict], pd.DataFrame]:
+    """Train one model and evaluate its cases; returns result rows and selection stats."""
+    torch.set_num_threads(spec.threads)
+    data = load_dataset(spec.dataset, spec.n_train, spec.n_test, spec.data_root)
+    vit = vit_config_for(data, spec.dim, spec.depth, spec.heads)
+    train = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
+    model, info = train_model(data, vit, job.train_config, train, seed=job.seed)
+    rows, frames = [], []
+    for i, case in enumerate(job.cases):
+        t0 = time.perf_counter()
+        acc, stats = evaluate(model, data, case.config, seed=job.seed * 1000 + i,
+                              stats_queries=spec.stats_queries)
+        rid = case_id(case, job.seed)
+        rows.append({
+            "run_id": rid, "dataset": spec.dataset, "seed": job.seed, "scheme": case.scheme,
+            "k": case.k, "crossbar": case.crossbar.label, "error": case.error,
+            "trained_as": job.label, "accuracy": acc, "n_test": len(data.y_test),
+            "n_train": info["n_train"], "epochs": spec.epochs,
+            "train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+            "final_loss": info["final_loss"],
+        })
+        if len(stats):
+            stats.insert(0, "run_id", rid)
+            stats["k_i"] = stats.pop("k")
+            stats["k"] = case.k
+            stats["seed"] = job.seed
+            stats["scheme"] = case.scheme
+            stats["crossbar"] = case.crossbar.label
+            stats["error"] = case.error
+            frames.append(stats)
+    return rows, (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+
+
+def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) -> Path:
+    """Run every job (``spec.jobs`` processes) and write the run folder; returns it."""
+    tables = load_error_tables(spec.error_models)
+    load_dataset(spec.dataset, 1, 1, spec.data_root)  # fail early, before any training
+    jobs = plan_jobs(spec, tables)
+    out = Path(spec.out_root) / spec.run
+    log(f"accuracy run {spec.run!r}: {len(jobs)} trainings on {spec.dataset}, "
+        f"{spec.jobs} process(es) -> {out}")
+    t0 = time.perf_counter()
+    if spec.jobs > 1 and len(jobs) > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=spec.jobs, verbose=0, return_as="generator")(
+            delayed(run_job)(spec, j) for j in jobs
+        )
+    else:
+        results = (run_job(spec, j) for j in jobs)
+    rows, frames = [], []
+    for i, (r, f) in enumerate(results, 1):
+        rows.extend(r)
+        frames.append(f)
+        log(f"  [{i}/{len(jobs)}] " + ", ".join(
+            f"{x['run_id']}: {100 * x['accuracy']:.2f}%" for x in r
+        ) + f"  ({time.perf_counter() - t0:.0f} s)")
+    table = pd.DataFrame(rows)
+    table["k"] = table["k"].astype("Int64")
+    filled = [f for f in frames if len(f)]
+    stats = (pd.concat(filled, ignore_index=True) if filled
+             else pd.DataFrame(columns=["run_id", "layer", "alpha", "n_tied", "k"]))
+    if "k" in stats:
+        stats["k"] = stats["k"].astype("Int64")
+    stats["run"] = spec.run
+    table["run"] = spec.run
+    prov = provenance(spec, argv, tables, time.perf_counter() - t0)
+    write_outputs(out, table, stats, prov, spec)
+    return out
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(spec: SweepSpec, argv: list[str] | None, tables: dict, seconds: float) -> dict:
+    """How the run was made: command, spec, versions, inputs, time."""
+    from charact import __version__
+
+    return {
+        "command": "charact " + " ".join(argv) if argv is not None else None,
+        "spec": {**asdict(spec), "crossbars": [x.label for x in spec.crossbars],
+                 "ks": [ALL if k is None else k for k in spec.ks]},
+        "error_models": [{"path": p, "sha256": _sha256(p), "n_codes": int(t.n_codes)}
+                         for p, t in zip(spec.error_models, tables.values(), strict=True)],
+        "versions": {"charact": __version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "pandas": pd.__version__,
+                     "python": platform.python_version()},
+        "seeds": list(spec.seeds),
+        "cpu_count": os.cpu_count(),
+        "wall_seconds": round(seconds, 1),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "notes": "Same spec and seeds give the same numbers (torch CPU, 1 thread per job).",
+    }
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread of accuracy over seeds per setting (percent)."""
+    g = table.assign(k=table["k"].astype(object).where(table["k"].notna(), ALL))
+    agg = g.groupby(["scheme", "k", "crossbar", "error"], sort=False)["accuracy"].agg(
+        ["mean", "std", "count"]
+    ).reset_index()
+    agg["mean"] *= 100
+    agg["std"] = (agg["std"] * 100).fillna(0.0)
+    return agg
+
+
+def markdown_report(
+    table: pd.DataFrame, stats: pd.DataFrame, prov: dict, figures: list[str]
+) -> str:
+    """``accuracy.md``: settings, accuracy per setting over seeds, ramp statistics."""
+    s = summarize(table)
+    lines = [
+        f"# Accuracy run `{table['run'].iloc[0]}`", "",
+        f"Command: `{prov['command']}`", "",
+        f"Data: {table['dataset'].iloc[0]}, {int(table['n_train'].iloc[0])} training images, "
+        f"{int(table['n_test'].iloc[0])} test images, {int(table['epochs'].iloc[0])} epochs; "
+        f"seeds {', '.join(map(str, prov['seeds']))}. Created {prov['created']}, "
+        f"{prov['wall_seconds']} s.", "",
+        "Schemes: `tfcbp` = trained with top-k forward / full-softmax backward; `inference` = "
+        "trained with the full softmax, top-k only at inference; `full` = full softmax. All "
+        "with QAT (Q 5-bit magnitude + sign, K 15 levels, V 5-bit, A 5-bit) and the 5-bit "
+        "ramp ADC on Q.K^T.", "",
+        "| scheme | k | crossbar | error | accuracy % (mean) | std | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _, r in s.iterrows():
+        lines.append(f"| {r['scheme']} | {r['k']} | {r['crossbar']} | {r['error']} | "
+                     f"{r['mean']:.2f} | {r['std']:.2f} | {int(r['count'])} |")
+    if len(stats) and "alpha" in stats:
+        lines += ["", "## Ramp statistics (per query and crossbar)", "",
+                  "alpha = (stop cycle + 1) / n_codes; n_tied = keys crossing in the "
+                  "stopping cycle.",
+                  "", "| run_id | alpha mean | alpha p10 | alpha p90 | n_tied mean | rows |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for rid, g in stats.groupby("run_id", sort=False):
+            a = g["alpha"]
+            lines.append(f"| {rid} | {a.mean():.3f} | {a.quantile(0.1):.3f} | "
+                         f"{a.quantile(0.9):.3f} | {g['n_tied'].mean():.2f} | {len(g)} |")
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    out: Path, table: pd.DataFrame, stats: pd.DataFrame, prov: dict, spec: SweepSpec
+) -> None:
+    """Write tables, figures, report and provenance, each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "accuracy.parquet", lambda p: table.to_parquet(p, index=False))
+    _atomic_write(out / "selection_stats.parquet", lambda p: stats.to_parquet(p, index=False))
+    figures = plot_figures(out, table)
+    _atomic_write(out / "accuracy.md", lambda p: Path(p).write_text(
+        markdown_report(table, stats, prov, figures)))
+    _atomic_write(out / "provenance.json", lambda p: Path(p).write_text(
+        json.dumps(prov, indent=2, default=str)))
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    _atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+
+
+def plot_figures(out: Path, table: pd.DataFrame) -> list[str]:
+    """Fig. 3 (accuracy vs k), Fig. 4(c) (sub-top-k), Fig. 4(b) (injected error)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summarize(table)
+    made = []
+    glob = s[(s["crossbar"] == "none") & (s["error"] == "none")]
+    ks = sorted({k for k in glob["k"] if k != ALL})
+    if ks:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = {k: i for i, k in enumerate(ks)}
+        for scheme, marker in (("tfcbp", "o"), ("inference", "s")):
+            g = glob[(glob["scheme"] == scheme) & (glob["k"] != ALL)]
+            if len(g):
+                g = g.sort_values("k", key=lambda c: c.astype(int))
+                ax.errorbar([xs[k] for k in g["k"]], g["mean"], yerr=g["std"], marker=marker,
+                            capsize=3, label=scheme)
+        full = glob[(glob["scheme"] == "full") & (glob["k"] == ALL)]
+        if len(full):
+            ax.axhline(full["mean"].iloc[0], color="k", ls="--", label="full softmax")
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+        ax.set_xlabel("k")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Accuracy against k (cf. paper Fig. 3)")
+        ax.legend()
+        fig.tight_layout()
+        _save_figure(fig, out / "fig3_accuracy_vs_k.png")
+        plt.close(fig)
+        made.append("fig3_accuracy_vs_k.png")
+    xb = s[(s["scheme"] == "tfcbp") & (s["error"] == "none")]
+    xb_labels = list(dict.fromkeys(xb["crossbar"]))
+    if len(xb_labels) > 1:
+        k_xb = xb[xb["crossbar"] != "none"]["k"].iloc[0]
+        g = xb[xb["k"] == k_xb]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        labels = ["global" if c == "none" else c for c in g["crossbar"]]
+        ax.bar(labels, g["mean"], yerr=g["std"], capsize=3, color="tab:blue")
+        ax.set_ylim(max(0, g["mean"].min() - 10), min(100, g["mean"].max() + 3))
+        ax.set_xlabel("crossbar (rows x cols)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Sub-top-k, k = {k_xb} (cf. paper Fig. 4(c))")
+        fig.tight_layout()
+        _save_figure(fig, out / "fig4c_subtopk.png")
+        plt.close(fig)
+        made.append("fig4c_subtopk.png")
+    errs = [e for e in dict.fromkeys(s["error"]) if e != "none"]
+    if errs:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        groups = s[(s["crossbar"] == "none") & (
+            ((s["scheme"] == "tfcbp") & s["k"].isin(list(s[s["error"] != "none"]["k"])))
+            | ((s["scheme"] == "full") & (s["k"] == ALL)))]
+        labels, means, stds = [], [], []
+        for (scheme, k), g in groups.groupby(["scheme", "k"], sort=False):
+            for e in ["none", *errs]:
+                row = g[g["error"] == e]
+                if len(row):
+                    labels.append(f"{scheme} k={k}\n{'ideal' if e == 'none' else e}")
+                    means.append(row["mean"].iloc[0])
+                    stds.append(row["std"].iloc[0])
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=3,
+               color=["tab:green" if "ideal" in lab else "tab:red" for lab in labels])
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylim(max(0, min(means) - 10), min(100, max(means) + 3))
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Injected Q.K^T and A.V code error (cf. paper Fig. 4(b))")
+        fig.tight_layout()
+        _save_figure(fig, out / "fig4b_error.png")
+        plt.close(fig)
+        made.append("fig4b_error.png")
+    return made

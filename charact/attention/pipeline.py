@@ -1,0 +1,362 @@
+"""The attention function of the topkima hardware, step by step.
+
+``topkima_attention(q, k, v, config)`` runs, for each head::
+
+    Q, K, V quantized (QAT)  ->  S = Q . K^T (the SRAM MAC)
+    -> ramp-ADC codes (+ injected code error)  ->  top-k by the decreasing ramp
+    -> softmax over the k kept keys (dequantized codes)  ->  A quantized
+    -> A . V (+ its own ADC and injected code error)
+
+Scale-free (paper III-C): the pipeline never divides the scores by sqrt(d_k). The model
+carries the factor in W_Q: :class:`charact.attention.vit.TopkimaViT` computes
+``q = x W_Q`` with no scale and initialises W_Q 1/sqrt(d_k) smaller; the Hugging Face
+patch (:mod:`charact.attention.hf`) folds ``scaling`` into the query projection's weight
+and bias once, at conversion.
+
+ADC calibration: the ramp maps a score window ``[qk_lo, qk_hi]`` onto the ``n_codes``
+codes (ramp start = top, one ramp step = one LSB). A model keeps the window per layer as
+running averages over training batches of the batch's largest score (``qk_hi``) and its
+1 % quantile (``qk_lo``), see :func:`batch_ranges`; without a calibration the window is
+taken per (sample, head) from that sample's own valid scores. Q, K and V scales are
+likewise running averages of the batch's absolute maximum, or per (sample, head) when no
+calibration is given.
+
+With ``k=None``, ``quantize=False``, ``adc=False`` and no error models the function is
+plain softmax attention (no scaling): ``softmax(q k^T + mask) v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from charact.attention.quant import (
+    adc_codes,
+    adc_dequantize,
+    k_max_level_from_cells,
+    q_max_level,
+    quantize_symmetric,
+    quantize_unsigned,
+    signed_max_level,
+)
+from charact.attention.topk import RampSelection, ramp_topk, score_topk
+from charact.errors import UserError
+
+TRAINING_MODES = ("tfcbp", "topk")
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """What the hardware does to one attention call.
+
+    ``k``: keys kept per query (None = all). ``n_bits_q``: Q magnitude bits (sign apart);
+    ``n_bits_k``: K signed bits incl. sign (4 -> 15 levels, three ternary cells);
+    ``n_bits_v``: V signed bits incl. sign; ``n_bits_a``: A unsigned bits.
+    ``n_codes``: ramp-ADC codes of a score (2**n_b). ``crossbar_rows``/``crossbar_cols``:
+    crossbar size (None = unlimited); ``replica_rows`` of every column go to the ramp and
+    calibration, the rest hold K. ``error_model``/``av_error``: a ``CodeErrorTable`` (from
+    :mod:`charact.lookup`) injected on the Q.K^T codes / the A.V codes. ``av_codes``: ADC
+    codes of the A.V output (None = no ADC there unless ``av_error`` sets it).
+    ``training_mode``: gradient of the top-k softmax: "tfcbp" (the full softmax's, paper
+    III-B) or "topk" (through the top-k softmax itself).
+    """
+
+    k: int | None = None
+    quantize: bool = False
+    adc: bool = False
+    n_bits_q: int = 5
+    n_bits_k: int = 4
+    n_bits_v: int = 5
+    n_bits_a: int = 5
+    n_codes: int = 32
+    crossbar_rows: int | None = None
+    crossbar_cols: int | None = None
+    replica_rows: int = 64
+    error_model: Any = None
+    av_error: Any = None
+    av_codes: int | None = None
+    training_mode: str = "tfcbp"
+
+    def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            raise UserError(f"k must be >= 1 or None (all keys), got {self.k}")
+        for name in ("n_bits_q", "n_bits_a"):
+            if not 1 <= getattr(self, name) <= 16:
+                raise UserError(f"{name} must be in 1..16, got {getattr(self, name)}")
+        for name in ("n_bits_k", "n_bits_v"):
+            if not 2 <= getattr(self, name) <= 16:
+                raise UserError(
+                    f"{name} must be in 2..16 (sign included), got {getattr(self, name)}"
+                )
+        if self.n_codes < 2:
+            raise UserError(f"n_codes must be >= 2, got {self.n_codes}")
+        if self.training_mode not in TRAINING_MODES:
+            raise UserError(
+                f"unknown training_mode {self.training_mode!r}; "
+                f"choose from {', '.join(TRAINING_MODES)}"
+            )
+        if self.crossbar_cols is not None and self.crossbar_cols < 1:
+            raise UserError(f"crossbar_cols must be >= 1, got {self.crossbar_cols}")
+        if self.crossbar_rows is not None and self.crossbar_rows <= self.replica_rows:
+            raise UserError(
+                f"a crossbar of {self.crossbar_rows} rows leaves no rows for the MAC after "
+                f"{self.replica_rows} replica rows"
+            )
+        if self.error_model is not None:
+            if not self.adc:
+                raise UserError("an error model on Q.K^T needs adc=True (it acts on ADC codes)")
+            if int(self.error_model.n_codes) != self.n_codes:
+                raise UserError(
+                    f"error model has {self.error_model.n_codes} codes but the ADC has "
+                    f"{self.n_codes}"
+                )
+        av = self.av_error
+        if av is not None and self.av_codes is not None and int(av.n_codes) != self.av_codes:
+            raise UserError(
+                f"A.V error model has {av.n_codes} codes but av_codes={self.av_codes}"
+            )
+
+    @classmethod
+    def hardware(cls, k: int | None = 5, **kw: Any) -> AttentionConfig:
+        """The topkima setting: QAT on Q, K, V, A, 5-bit ramp ADC, top-``k``."""
+        return cls(k=k, quantize=True, adc=True, **kw)
+
+    def with_(self, **kw: Any) -> AttentionConfig:
+        """A copy with some fields changed."""
+        return replace(self, **kw)
+
+    def k_cells(self, d_k: int) -> int:
+        """Ternary cells per K weight: ``(rows - replica_rows) // d_k``, at most ``n_bits_k - 1``.
+
+        A 256-row crossbar with d_k = 64 leaves 192 rows -> 3 cells (-7..7); a 128-row one
+        leaves 64 -> 1 cell (ternary), as in paper IV-B.
+        """
+        cells = self.n_bits_k - 1
+        if self.crossbar_rows is not None:
+            cells = min(cells, (self.crossbar_rows - self.replica_rows) // d_k)
+        if cells < 1:
+            raise UserError(
+                f"a {self.crossbar_rows}-row crossbar cannot hold d_k={d_k} weights "
+                f"({self.crossbar_rows - self.replica_rows} MAC rows)"
+            )
+        return cells
+
+    def k_max_level(self, d_k: int) -> int:
+        """Largest |K| integer level for head size ``d_k`` on this crossbar."""
+        return k_max_level_from_cells(self.k_cells(d_k))
+
+    def av_n_codes(self) -> int | None:
+        """ADC codes on the A.V output, or None when it is not converted."""
+        if self.av_codes is not None:
+            return self.av_codes
+        if self.av_error is not None:
+            return int(self.av_error.n_codes)
+        return None
+
+
+@dataclass
+class AttentionCalibration:
+    """Fixed scales and ADC windows of one layer; a None entry is taken from the data."""
+
+    q_scale: torch.Tensor | None = None
+    k_scale: torch.Tensor | None = None
+    v_scale: torch.Tensor | None = None
+    qk_lo: torch.Tensor | None = None
+    qk_hi: torch.Tensor | None = None
+    av_lo: torch.Tensor | None = None
+    av_hi: torch.Tensor | None = None
+
+
+@dataclass
+class AttentionResult:
+    """Output (B, H, Lq, Dv), probabilities (B, H, Lq, Lk), and what was measured."""
+
+    out: torch.Tensor
+    probs: torch.Tensor
+    ranges: dict[str, torch.Tensor]
+    selection: RampSelection | None = None
+    codes: torch.Tensor | None = None
+
+
+def mask_parts(
+    mask: torch.Tensor | None, shape: torch.Size, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Split a mask into ``valid`` (bool, True = attend) and an additive ``bias`` (or None).
+
+    Accepts a bool mask (True = attend) or an additive float mask (0 / very negative, as
+    Hugging Face's eager masks), each broadcastable to ``shape`` (B, H, Lq, Lk).
+    """
+    if mask is None:
+        return None, None
+    if mask.dtype == torch.bool:
+        return mask, None
+    valid = mask > torch.finfo(mask.dtype).min / 2
+    bias = mask.to(dtype).masked_fill(~valid, 0.0)
+    if not bool(bias.ne(0).any()):
+        bias = None
+    return valid, bias
+
+
+def _amax_per_head(x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """|x| maximum per (sample, head), over the valid token rows only."""
+    a = x.detach().abs()
+    if rows is not None:
+        a = a.masked_fill(~rows.unsqueeze(-1), 0.0)
+    return a.amax(dim=(-2, -1), keepdim=True)
+
+
+def _token_rows(
+    valid: torch.Tensor | None, shape: torch.Size
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Valid key rows (B, H, Lk) and, for self-attention, valid query rows (B, H, Lq).
+
+    A key column masked for every query is padding; in self-attention (Lq == Lk) the
+    query at a padded position is padding too. Data-driven scales and ADC windows skip
+    them, so a padded sample gets exactly the numbers it gets alone.
+    """
+    if valid is None:
+        return None, None
+    full = valid.expand(shape)
+    key_rows = full.any(dim=-2)
+    q_rows = key_rows if shape[-1] == shape[-2] else None
+    return key_rows, q_rows
+
+
+def batch_ranges(
+    scores: torch.Tensor, valid: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+    v: torch.Tensor, out: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Per-batch statistics a model averages into its calibration (scalars, detached)."""
+    s = scores.detach()
+    flat = s[valid.expand_as(s)] if valid is not None else s.reshape(-1)
+    if flat.numel() == 0:
+        flat = s.reshape(-1)
+    # a strided subsample keeps the quantile cheap on long sequences
+    step = max(1, flat.numel() // 65536)
+    sub = flat[::step].float()
+    ranges = {
+        "q_absmax": q.detach().abs().amax(),
+        "k_absmax": k.detach().abs().amax(),
+        "v_absmax": v.detach().abs().amax(),
+        "qk_hi": flat.amax(),
+        "qk_lo": torch.kthvalue(sub, max(1, int(0.01 * sub.numel()))).values.to(s.dtype),
+    }
+    if out is not None:
+        ranges["av_absmax"] = out.detach().abs().amax()
+    return ranges
+
+
+def _pick(value: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
+    return fallback if value is None else value
+
+
+def topkima_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    config: AttentionConfig,
+    mask: torch.Tensor | None = None,
+    calib: AttentionCalibration | None = None,
+    generator: torch.Generator | None = None,
+    measure: bool = False,
+) -> AttentionResult:
+    """Hardware attention on ``q`` (B, H, Lq, d_k), ``k`` (B, H, Lk, d_k), ``v`` (B, H, Lk, d_v).
+
+    ``measure`` also returns the batch statistics for calibration and the ramp selection.
+    ``generator`` drives the injected errors (default: torch's global generator).
+    """
+    cal = calib or AttentionCalibration()
+    gen = generator if generator is not None else torch.default_generator
+    d_k = q.shape[-1]
+    q_raw, k_raw, v_raw = q, k, v
+    score_shape = torch.Size((*q.shape[:-1], k.shape[-2]))
+    valid, bias = mask_parts(mask, score_shape, q.dtype)
+    key_rows, q_rows = _token_rows(valid, score_shape)
+    if config.quantize:
+        q_lv = q_max_level(config.n_bits_q)
+        k_lv = config.k_max_level(d_k)
+        v_lv = signed_max_level(config.n_bits_v)
+        q = quantize_symmetric(q, q_lv, _pick(cal.q_scale, _amax_per_head(q, q_rows) / q_lv))
+        k = quantize_symmetric(k, k_lv, _pick(cal.k_scale, _amax_per_head(k, key_rows) / k_lv))
+        v = quantize_symmetric(v, v_lv, _pick(cal.v_scale, _amax_per_head(v, key_rows) / v_lv))
+
+    scores = torch.matmul(q, k.transpose(-2, -1))
+    if bias is not None:
+        scores = scores + bias
+    neg = torch.finfo(scores.dtype).min
+
+    codes = None
+    if config.adc:
+        if cal.qk_hi is None or cal.qk_lo is None:
+            s_det = scores.detach()
+            if valid is not None:
+                v_exp = valid.expand_as(s_det)
+                if q_rows is not None:
+                    v_exp = v_exp & q_rows.unsqueeze(-1)
+                hi = s_det.masked_fill(~v_exp, float("-inf")).amax(dim=(-2, -1), keepdim=True)
+                lo = s_det.masked_fill(~v_exp, float("inf")).amin(dim=(-2, -1), keepdim=True)
+                hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi))
+                lo = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo))
+            else:
+                hi = s_det.amax(dim=(-2, -1), keepdim=True)
+                lo = s_det.amin(dim=(-2, -1), keepdim=True)
+            lo, hi = _pick(cal.qk_lo, lo), _pick(cal.qk_hi, hi)
+        else:
+            lo, hi = cal.qk_lo, cal.qk_hi
+        codes = adc_codes(scores, lo, hi, config.n_codes)
+        if config.error_model is not None:
+            codes = config.error_model.sample(codes, gen)
+        scores_hat = adc_dequantize(scores, codes, lo, hi, config.n_codes)
+    else:
+        scores_hat = scores
+
+    logits = scores_hat if valid is None else scores_hat.masked_fill(~valid, neg)
+    probs = torch.softmax(logits, dim=-1)
+    selection = None
+    n_keys = scores.shape[-1]
+    if config.k is not None and (config.k < n_keys or config.crossbar_cols is not None):
+        if codes is not None:
+            selection = ramp_topk(
+                codes, config.k, config.n_codes, valid, config.crossbar_cols, stats=measure
+            )
+            keep = selection.selected
+        else:
+            keep = score_topk(scores_hat, config.k, valid, config.crossbar_cols)
+        probs_k = torch.softmax(scores_hat.masked_fill(~keep, neg), dim=-1)
+        # TFCBP: forward = top-k softmax, backward = the full softmax's gradient
+        tfcbp = config.training_mode == "tfcbp"
+        probs = probs + (probs_k - probs).detach() if tfcbp else probs_k
+
+    if config.quantize:
+        a_lv = 2**config.n_bits_a - 1
+        probs = quantize_unsigned(probs, a_lv, torch.tensor(1.0 / a_lv, dtype=probs.dtype))
+    out = torch.matmul(probs, v)
+
+    av_codes_n = config.av_n_codes()
+    if av_codes_n is not None:
+        top = _pick(cal.av_hi, _amax_per_head(out, q_rows))
+        bot = _pick(cal.av_lo, -top)
+        av_c = adc_codes(out, bot, top, av_codes_n)
+        if config.av_error is not None:
+            av_c = config.av_error.sample(av_c, gen)
+        out = adc_dequantize(out, av_c, bot, top, av_codes_n)
+
+    ranges: dict[str, torch.Tensor] = {}
+    if measure:
+        ranges = batch_ranges(scores, valid, q_raw, k_raw, v_raw, out)
+    return AttentionResult(out, probs, ranges, selection if measure else None, codes)
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Plain softmax attention without scaling (the scale lives in W_Q), for comparison."""
+    scores = torch.matmul(q, k.transpose(-2, -1))
+    valid, bias = mask_parts(mask, scores.shape, scores.dtype)
+    if bias is not None:
+        scores = scores + bias
+    if valid is not None:
+        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)

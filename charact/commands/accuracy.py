@@ -1,0 +1,129 @@
+"""``charact accuracy``: accuracy of the topkima attention over k, training scheme, crossbar
+size and injected error, on a small ViT (Fashion-MNIST by default, digits for quick runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from charact.errors import UserError
+
+QUICK = {
+    "dataset": "digits", "epochs": 12, "ks": ["2", "5", "all"], "seeds": [0],
+    "crossbars": ["none", "128x8"], "dim": 32, "depth": 2, "heads": 2,
+}
+FULL_DEFAULTS = {
+    "dataset": "fashion-mnist", "epochs": 3, "ks": ["1", "2", "5", "10", "20", "all"],
+    "seeds": [0, 1, 2], "crossbars": ["none", "128", "256"], "dim": 64, "depth": 2, "heads": 4,
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "accuracy",
+        help="accuracy of top-k in-memory-ADC attention (ViT, Fashion-MNIST)",
+        description="Train small ViTs with hardware-faithful attention (QAT, ramp-ADC top-k, "
+        "TFCBP) and sweep k, training scheme, crossbar size and injected error over seeds. "
+        "Writes results/accuracy/RUN/{accuracy.parquet,accuracy.md,selection_stats.parquet,"
+        "provenance.json} and figures. Needs torch: pip install 'charact[torch]'.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="scikit-learn digits, 1 seed, k 2/5/all, crossbar none/128x8, the "
+                   "shipped error model if any: tens of seconds")
+    p.add_argument("--dataset", choices=("fashion-mnist", "digits"), help="default fashion-mnist")
+    p.add_argument("--data-root", help="folder of the Fashion-MNIST IDX files "
+                   "(default: the Debian package dataset-fashion-mnist)")
+    p.add_argument("--n-train", type=int, help="use the first N training images (default all)")
+    p.add_argument("--n-test", type=int, help="use the first N test images (default all)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dim", type=int, help="model width (default 64)")
+    p.add_argument("--depth", type=int, help="encoder blocks (default 2)")
+    p.add_argument("--heads", type=int, help="attention heads (default 4)")
+    p.add_argument("--k", nargs="+", dest="ks", metavar="K",
+                   help="k values, integers or 'all' (default 1 2 5 10 20 all)")
+    p.add_argument("--scheme", nargs="+", dest="schemes", choices=("tfcbp", "inference", "full"),
+                   help="training schemes (default all three)")
+    p.add_argument("--crossbar", nargs="+", dest="crossbars", metavar="SIZE",
+                   help="crossbar sizes: none, R (square) or RxC (default none 128 256)")
+    p.add_argument("--crossbar-k", type=int, default=5, help="k of the sub-top-k runs (default 5)")
+    p.add_argument("--error-model", nargs="*", dest="error_models", metavar="MODEL",
+                   help="code-error model files (charact.lookup format) injected on Q.K^T and "
+                   "A.V at evaluation")
+    p.add_argument("--error-k", type=int, default=5, help="k of the error runs (default 5)")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="parallel training processes (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--stats-queries", type=int, default=16,
+                   help="test images whose ramp statistics are recorded per setting (default 16)")
+    p.add_argument("--run", help="run name (folder under --out; default 'quick' or 'default')")
+    p.add_argument("--out", default="results/accuracy",
+                   help="output root (default results/accuracy)")
+    p.set_defaults(func=run)
+
+
+def _shipped_error_model() -> str | None:
+    """The first code-error model shipped in models/ that loads, if any."""
+    from charact.lookup import ErrorModel
+    from charact.paths import models_dir
+
+    for path in sorted(Path(models_dir()).glob("*.json")):
+        try:
+            ErrorModel.load(path)
+        except UserError:
+            continue
+        return str(path)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise UserError("charact accuracy needs torch: pip install 'charact[torch]'") from exc
+    from charact.attention.accuracy import SweepSpec, parse_crossbar, parse_k, run_sweep
+
+    base = QUICK if args.quick else FULL_DEFAULTS
+    pick = {key: getattr(args, key, None) for key in base}
+    pick = {key: (base[key] if val is None else val) for key, val in pick.items()}
+    if args.error_models is not None:
+        errors = list(args.error_models)
+    elif args.quick:
+        shipped = _shipped_error_model()
+        errors = [shipped] if shipped else []
+    else:
+        errors = []
+    for e in errors:
+        if not Path(e).is_file():
+            raise UserError(f"error model file not found: {e}")
+    for name in ("n_train", "n_test", "epochs", "jobs", "threads", "batch_size"):
+        val = getattr(args, name, None) if name not in pick else pick[name]
+        if val is not None and val < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
+    if args.lr <= 0:
+        raise UserError(f"--lr must be > 0, got {args.lr}")
+    if args.stats_queries < 0:
+        raise UserError(f"--stats-queries must be >= 0, got {args.stats_queries}")
+    spec = SweepSpec(
+        run=args.run or ("quick" if args.quick else "default"),
+        dataset=pick["dataset"], data_root=args.data_root,
+        n_train=args.n_train, n_test=args.n_test, epochs=pick["epochs"],
+        batch_size=args.batch_size, lr=args.lr,
+        dim=pick["dim"], depth=pick["depth"], heads=pick["heads"],
+        ks=tuple(parse_k(k) for k in pick["ks"]),
+        schemes=tuple(args.schemes or ("tfcbp", "inference", "full")),
+        crossbars=tuple(parse_crossbar(c) for c in pick["crossbars"]),
+        crossbar_k=args.crossbar_k, error_models=tuple(errors), error_k=args.error_k,
+        seeds=tuple(pick["seeds"]), stats_queries=args.stats_queries, jobs=args.jobs,
+        threads=args.threads, out_root=args.out,
+    )
+    if spec.dim % spec.heads:
+        raise UserError(f"--dim {spec.dim} is not a multiple of --heads {spec.heads}")
+    out = run_sweep(spec, argv=sys.argv[1:])
+    print(f"wrote {out}/accuracy.md")
+    return 0
