@@ -18,6 +18,7 @@ from charact.errors import UserError
 # Modules that add subcommands, in the order they appear in ``charact --help``.
 COMMAND_MODULES: list[str] = [
     "charact.commands.engine",
+    "charact.commands.column",
     "charact.commands.lookup",
     "charact.commands.rollup",
     "charact.commands.accuracy",

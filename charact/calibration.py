@@ -1,0 +1,241 @@
+"""Calibration of the replica ramp: which pulse widths map the MAC range onto the 32 codes.
+
+Two knobs, as in the paper (Sec. III-A: "32 pulses are simultaneously sent in one clock
+cycle ... for setting initial ramp voltage and calibration"):
+
+* ``t_cal``: the width of the pulse that fires the 32 calibration rows together on RBL_R.
+  It sets the ramp start: after it, a column whose MAC equals ``mac_hi`` is balanced
+  (``V(RBL_L) = V(RBL_R)``), so it crosses at the first ramp cycle (code 31).
+* ``t_step``: the width of each ramp row's pulse on RBL_L. After 32 steps a column whose
+  MAC equals ``mac_lo`` is balanced (it would cross one cycle after the last: code 0).
+
+Procedure, at each operating point (corner, VDD, temperature), on the nominal circuit
+(no mismatch; a per-die trim is not modelled):
+
+1. Waveform bench: a 2-column array with patterns of MAC = ``mac_hi`` (column 0) and
+   ``mac_lo`` (column 1) on the same inputs. After the MAC phase the calibration rows fire
+   for one long window and then ramp row 0 for another. From the bitline waveforms: the
+   volts per MAC unit ``a`` (from the two MAC-phase differentials), ``t_cal`` (when
+   column 0 reaches its target difference ``a * (mac_hi - MAC_0)``) and ``t_step`` (1/32
+   of the time ramp row 0 takes to bring column 1 to ``a * (mac_lo - MAC_1)``).
+2. Verification benches: the real pulsed conversion of the same two columns (SA clocked,
+   so its kickback is included). The differentials after calibration (column 0) and
+   after 32 steps (column 1) give residuals; ``t_cal`` is moved by the residual over the
+   discharge rate and ``t_step`` scaled by the needed over the measured ramp span. This
+   repeats until both residuals are below 0.05 LSB or ``cal_iterations`` runs are done.
+   The returned settings are those of the last verification, with its residuals
+   (``resid_hi``, ``resid_lo``, in LSB).
+
+How it runs: ``charact sweep examples/column_calibration.toml`` (block
+``ima_calibration``, nominal, the corners/VDDs/temperatures to be characterized) writes
+a table with one row per point; the characterization spec then names that folder in
+``[measure] calibration``, and every job picks the row of its operating point (same
+array design, checked by a digest). With ``calibration = "inline"`` a job calibrates its
+own point and caches the result in ``<results>/calibration/``. Every row of a column
+sweep records ``t_cal``, ``t_step``, ``volts_per_mac`` and ``rep_ratio``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from charact.blocks.base import JobContext, JobFailed
+from charact.blocks.column import Design, draw_inputs, run_array, solve_weights
+from charact.blocks.column_netlist import N_CODES, N_RAMP, array_body
+from charact.errors import UserError
+from charact.provenance import write_json
+from charact.runner import read_raw
+
+CAL_SEED = 20241120  # fixed: the calibration patterns are part of the design
+TOLERANCE_LSB = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Replica pulse settings of one operating point."""
+
+    t_cal: float
+    t_step: float
+    volts_per_mac: float
+    lsb_v: float
+    resid_hi: float = math.nan  # LSB, after the returned settings
+    resid_lo: float = math.nan
+    iterations: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def calibration_patterns(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Shared inputs and the weights of a mac_hi column and a mac_lo column."""
+    rng = np.random.default_rng(CAL_SEED)
+    n = design.cfg.n_dims
+    x = draw_inputs(rng, n)
+    x[x == 0] = 1
+    x[-1] = 1 if n > 1 else x[-1]  # a unit input makes every integer target reachable
+    w = np.stack([solve_weights(x, design.mac_hi, rng), solve_weights(x, design.mac_lo, rng)])
+    return x, w
+
+
+def _first_crossing(t: np.ndarray, y: np.ndarray, target: float, t0: float) -> float:
+    """First time >= t0 at which the falling ``y`` reaches ``target`` (interpolated)."""
+    m = t >= t0
+    tt, yy = t[m], y[m]
+    below = np.flatnonzero(yy <= target)
+    if below.size == 0:
+        return math.nan
+    i = below[0]
+    if i == 0:
+        return float(tt[0])
+    return float(np.interp(target, [yy[i], yy[i - 1]], [tt[i], tt[i - 1]]))
+
+
+def _nominal(ctx: JobContext, sub: str) -> JobContext:
+    point = dataclasses.replace(ctx.point, seed=None)
+    return dataclasses.replace(ctx, point=point, workdir=ctx.workdir / sub)
+
+
+def calibrate(ctx: JobContext, design: Design) -> Calibration:
+    """Run the calibration benches at ``ctx``'s operating point (nominal devices)."""
+    nctx = _nominal(ctx, "calibration")
+    try:
+        return _calibrate(nctx, design)
+    finally:
+        ctx.elapsed += nctx.elapsed
+
+
+def _calibrate(ctx: JobContext, design: Design) -> Calibration:
+    cfg = design.cfg
+    x, w = calibration_patterns(design)
+    m_hi, m_lo = (int(v) for v in w @ x)
+    cell_t = next(t for t in ctx.templates if "dual10t" in t.subckts)
+    sa_t = next(t for t in ctx.templates if "strongarm_sa" in t.subckts)
+    # 1. waveform bench: long calibration window, then ramp row 0 held on
+    cal_window = 4 * cfg.t_clk
+    ramp_window = 3 * N_RAMP * 0.5 * cfg.t_clk
+    body, _ = array_body(cfg, ctx.params, sa_t, design.sa_params, x, w, 0.0, 0.0,
+                         sa_clocked=False, cal_window=cal_window, ramp_window=ramp_window)
+    del cell_t
+    res = ctx.run("cal_waveform", body, raw=True)
+    v = read_raw(res.raw)
+    t = v["time"]
+    vl0, vr0, vl1, vr1 = (v[f"v({n})"] for n in ("rbl_l0", "rbl_r0", "rbl_l1", "rbl_r1"))
+    t_mac = cfg.t_cal0()
+    d0 = float(np.interp(t_mac, t, vl0 - vr0))
+    d1 = float(np.interp(t_mac, t, vl1 - vr1))
+    if m_hi == m_lo:
+        raise JobFailed("calibration patterns have equal MACs")
+    a = (d1 - d0) / (m_hi - m_lo)  # D = -a * MAC + b
+    if not a > 0:
+        raise JobFailed(f"calibration: MAC phase gives no discharge difference (a = {a:.3g})")
+    t_c0 = t_mac + 2 * cfg.t_edge
+    # the calibration rows pull RBL_R down: column 0's difference rises to its target
+    target_hi = a * (design.mac_hi - m_hi)
+    tc = _first_crossing(t, vr0 - vl0, -target_hi, t_c0)
+    if not math.isfinite(tc):
+        raise JobFailed("calibration: the calibration rows cannot reach the ramp start "
+                        f"within {cal_window:.3g} s; raise rep_ratio")
+    t_cal = tc - t_c0
+    vr1_c = float(np.interp(tc, t, vr1))
+    t_r0 = t_c0 + cal_window + 4 * cfg.t_edge
+    tr = _first_crossing(t, vl1 - vr1_c, a * (design.mac_lo - m_lo), t_r0)
+    if not math.isfinite(tr):
+        raise JobFailed("calibration: ramp row 0 cannot span the range; raise rep_ratio")
+    t_step = (tr - t_r0) / N_RAMP
+    rate_cal = (target_hi - d0) / t_cal if t_cal > 0 else math.nan
+    lsb_v = a * design.lsb
+    # 2. verification with the pulsed conversion, corrected until within tolerance
+    resid_hi = resid_lo = math.nan
+    iters = int(ctx.options.get("cal_iterations", 3))
+    for it in range(1, iters + 1):
+        conv = run_array(ctx, f"cal_verify{it}", design, x, w, t_cal, t_step)
+        dc0 = conv.levels_l[0, 0] - conv.levels_r[0, 0]
+        dc1 = conv.levels_l[1, 0] - conv.levels_r[1, 0]
+        d1_end = conv.levels_l[1, -1] - conv.levels_r[1, -1]
+        err_hi = dc0 - target_hi
+        err_lo = d1_end - a * (design.mac_lo - m_lo)
+        resid_hi, resid_lo = err_hi / lsb_v, err_lo / lsb_v
+        if max(abs(resid_hi), abs(resid_lo)) < TOLERANCE_LSB or it == iters:
+            return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it)
+        # the calibration correction moves column 1's start by about err_hi as well
+        t_cal = max(cfg.t_edge, t_cal - err_hi / rate_cal)
+        span_meas = dc1 - d1_end
+        span_need = (dc1 - err_hi) - a * (design.mac_lo - m_lo)
+        if span_meas > 0 and span_need > 0:
+            t_step *= span_need / span_meas
+    raise AssertionError("unreachable")
+
+
+# -- calibration tables and the per-job lookup ---------------------------------------------
+
+def load_calibration_table(path: str | Path) -> pd.DataFrame:
+    """A calibration sweep's table (its folder or its table.parquet / .csv)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "table.parquet"
+    if not p.is_file():
+        raise UserError(f"calibration table not found: {p} (run the calibration sweep "
+                        "first, e.g. charact sweep examples/column_calibration.toml)")
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as exc:  # unreadable or not a table
+        raise UserError(f"{p}: not a readable table ({type(exc).__name__})") from None
+    need = {"corner", "vdd", "temp", "status", "t_cal", "t_step", "volts_per_mac", "design"}
+    missing = sorted(need - set(df.columns))
+    if missing:
+        raise UserError(f"{p}: not a calibration table (missing {', '.join(missing)})")
+    return df[df["status"] == "ok"].reset_index(drop=True)
+
+
+def calibration_for(ctx: JobContext, design: Design) -> Calibration:
+    """The calibration of ``ctx``'s operating point: from the table named by the
+    ``calibration`` option, or computed inline and cached beside the sweep's jobs."""
+    source = str(ctx.options.get("calibration", "inline"))
+    digest = design.digest(ctx.params)
+    if ctx.sim.name == "render":
+        # ``charact render`` writes decks only: use the design-time estimate
+        est = design.lsb * design.cfg.t_unit / design.cfg.rep_ratio
+        return Calibration(t_cal=16 * est, t_step=est, volts_per_mac=math.nan,
+                           lsb_v=math.nan)
+    p = ctx.point
+    if source != "inline":
+        df = load_calibration_table(source)
+        hit = df[(df["corner"] == p.corner) & np.isclose(df["vdd"], p.vdd)
+                 & np.isclose(df["temp"], p.temp)]
+        if hit.empty:
+            raise JobFailed(f"no calibration for {p.corner} {p.vdd:g} V {p.temp:g} C in "
+                            f"{source}")
+        hit = hit[hit["design"] == digest]
+        if hit.empty:
+            raise JobFailed(f"calibration in {source} was made for another array design "
+                            "(n_dims, sizes, range or timing differ)")
+        r = hit.iloc[0]
+        return Calibration(float(r["t_cal"]), float(r["t_step"]), float(r["volts_per_mac"]),
+                           float(r["lsb_v"]), float(r["resid_hi"]), float(r["resid_lo"]),
+                           int(r["iterations"]))
+    cache = None
+    if ctx.workdir.parent.name == "work":
+        key = f"{p.corner}_{p.vdd:g}_{p.temp:g}_{digest}_{ctx.tech.name}"
+        cache = ctx.workdir.parent.parent / "calibration" / f"{key}.json"
+        if cache.is_file():
+            try:
+                return Calibration(**json.loads(cache.read_text())["calibration"])
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable: calibrate again
+    cal = calibrate(ctx, design)
+    if cache is not None:
+        write_json(cache, {"corner": p.corner, "vdd": p.vdd, "temp": p.temp,
+                           "design": digest, "technology": ctx.tech.name,
+                           "calibration": cal.row()})
+    return cal
+
+
+__all__ = ["Calibration", "N_CODES", "calibrate", "calibration_for", "calibration_patterns",
+           "load_calibration_table"]
