@@ -25,5 +25,5 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned, so that nothing below pulls a different (GPU) build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" --no-deps "c4m-pdk-freepdk45>=0.0.1"
-"${pip[@]}" -e ".[torch,hf,dev]"
+"${pip[@]}" -e ".[torch,hf,dask,dev]"
 echo "setup: done ($(.venv/bin/charact --version), $(ngspice -v 2>/dev/null | grep -o 'ngspice-[0-9]*' | head -1))"

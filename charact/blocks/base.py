@@ -73,6 +73,12 @@ class Block(ABC):
     options: ClassVar[dict[str, Any]] = {}
     #: Columns ``simulate`` returns, in order.
     columns: ClassVar[tuple[str, ...]]
+    #: The few columns the end-of-sweep summary shows (mean and std per corner);
+    #: empty = the first six of ``columns``.
+    summary_columns: ClassVar[tuple[str, ...]] = ()
+
+    def summary(self) -> tuple[str, ...]:
+        return self.summary_columns or self.columns[:6]
 
     def load_templates(self) -> tuple[Template, ...]:
         return tuple(load_template(f) for f in self.template_files)

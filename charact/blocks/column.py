@@ -341,6 +341,7 @@ class ImaColumn(Block):
         # folder); or a calibration sweep's folder / table.parquet
         "calibration": "inline",
     }
+    summary_columns = ("code", "cross_cycle", "v_mac", "alpha")
     columns = (
         "deck", "col", "mac_ideal", "code_ideal", "code", "cross_cycle", "v_mac", "v_l_mac",
         "v_r_mac", "v_cal", "ramp_step", "ramp_dnl", "ramp_inl", "flips", "k", "stop_cycle",
@@ -450,6 +451,7 @@ class ImaCalibration(Block):
     subckt = "dual10t"
     conditions: dict[str, float] = {}
     options: dict[str, Any] = dict(DESIGN_OPTIONS)
+    summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",
                "iterations", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "rep_ratio", "c_rbl",
                "design")

@@ -24,8 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="sweep spec TOML")
     p.add_argument("-o", "--out", help="results folder (default results/<spec name>)")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel jobs (default: all cores)")
-    p.add_argument("--backend", default="batch", choices=["batch", "pyspice"],
-                   help="simulator backend (default batch: one ngspice -b per deck)")
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "batch", "persistent", "pyspice"],
+                   help="simulator backend: batch (one ngspice -b per deck), persistent "
+                   "(each worker keeps ngspice and loaded circuits alive: for decks whose "
+                   "models take long to load), pyspice, or auto (default: persistent when "
+                   "the technology's model load is measured to dominate, else batch)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the jobs on a Dask cluster: a scheduler address "
+                   "(tcp://host:8786) or 'local' for a LocalCluster of --jobs processes")
     p.add_argument("--corner", help="override: comma-separated corners")
     p.add_argument("--vdd", help="override: comma-separated supplies (V)")
     p.add_argument("--temp", help="override: comma-separated temperatures (degC)")
@@ -137,11 +144,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / spec.name
     print(f"sweep {spec.name}: block {spec.block.name}, technology {spec.tech.name}, "
           f"{len(spec.jobs)} jobs -> {out}")
+    executor = None
+    if args.scheduler:
+        from charact.distributed import dask_executor
+
+        executor = dask_executor(args.scheduler)
     res = run_sweep(spec, out, n_jobs=args.jobs, backend=args.backend,
                     retry_failed=args.retry_failed, keep_work=args.keep_work, csv=args.csv,
-                    progress=not args.quiet)
-    print(f"ran {res.ran} jobs, reused {res.reused}, failed {res.failed}, {res.wall:.1f} s")
-    cols = [c for c in spec.block.columns if c in res.table]
+                    progress=not args.quiet, executor=executor)
+    where = f" on dask {args.scheduler}" if args.scheduler else ""
+    print(f"ran {res.ran} jobs, reused {res.reused}, failed {res.failed}, {res.wall:.1f} s"
+          f" (backend {res.backend}{where})")
+    cols = [c for c in spec.block.summary() if c in res.table]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(summarize(res.table, cols).to_string(float_format=lambda x: f"{x:.4g}"))
     if res.failed:
