@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +14,11 @@ def _data_dir(name: str) -> Path:
     local = _REPO_ROOT / name
     if (_REPO_ROOT / "pyproject.toml").is_file() and local.is_dir():
         return local
-    return Path(str(importlib.resources.files(f"charact.{name}")))
+    # The data folders hold no __init__.py (namespace packages): take their one location.
+    spec = importlib.util.find_spec(f"charact.{name}")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"charact.{name} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def netlists_dir() -> Path:

@@ -95,7 +95,11 @@ def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
     from charact.lookup import fit as fitting
 
     if by is None:
-        by = _condition_columns(manifest, list(table.columns))
+        conditions = _condition_columns(manifest, list(table.columns))
+        # an axis with a single value splits nothing: it would only rename every value
+        by = [c for c in conditions if table[c].nunique() > 1]
+        if values is None:
+            values = fitting.measurement_columns(table, conditions)
     units = manifest.get("units") if isinstance(manifest.get("units"), dict) else None
     return fitting.fit_pvt_table(table, values, prov, by=by, units=units)
 
