@@ -10,6 +10,12 @@ from charact.errors import UserError
 # block name -> "module:Class"; imported only when used.
 BLOCKS: dict[str, str] = {
     "sense_amp": "charact.blocks.sense_amp:SenseAmp",
+    "topk_digital": "charact.blocks.digital:TopkDigital",
+    "ima_column": "charact.blocks.column:ImaColumn",
+    "ima_calibration": "charact.blocks.column:ImaCalibration",
+    "ima_cell": "charact.blocks.column:ImaCell",
+    "ima_cell_mc": "charact.hier.blocks:ImaCellMC",
+    "ima_column_composed": "charact.hier.blocks:ImaColumnComposed",
 }
 
 

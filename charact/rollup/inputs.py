@@ -154,6 +154,8 @@ WRITE_ROW_NAMES = ("t_write_row", "t_write")
 # at its reference input difference) and ``energy`` (per decision).
 BLOCK_NAMES: dict[str, dict[str, str]] = {
     "sense_amp": {"delay": "macro.t_sa", "energy": "energy.e_sa"},
+    # energy of one arbitration event (request -> grant -> address) of the top-k logic
+    "topk_digital": {"energy_arb": "energy.e_arb"},
 }
 
 
