@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pandas as pd
 from charact.lookup import fileformat as ff
 from charact.lookup.error_model import QUANTILES, ErrorModel
 from charact.lookup.pvt_table import PVTTableModel
+from charact.provenance import atomic_path
 
 Model = ErrorModel | PVTTableModel
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)  # q01 ... q99
@@ -63,15 +63,8 @@ def pvt_table_frame(model: PVTTableModel) -> pd.DataFrame:
 
 
 def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def write_table(df: pd.DataFrame, path: Path, provenance: dict) -> list[Path]:

@@ -26,13 +26,13 @@ import math
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from charact.errors import UserError
+from charact.provenance import write_bytes
 
 SCHEMA = "charact.lookup/1"
 SCHEMA_FAMILY = "charact.lookup/"
@@ -151,18 +151,7 @@ def _internalize(obj: Any, arrays: dict[str, np.ndarray] | None, where: str) -> 
 
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, payload, fsync=True)
 
 
 def write_model_file(path: str | os.PathLike, kind: str, data: dict, provenance: dict,

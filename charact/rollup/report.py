@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from charact.errors import UserError
+from charact.provenance import write_bytes
 from charact.rollup.inputs import SECTIONS
 from charact.rollup.latency import MACROS, MacroInputs, claim_readings
 from charact.rollup.module import OPS, module_ops, module_totals
@@ -418,12 +419,4 @@ def write_outputs(res: RollupResult, outdir: str | os.PathLike,
 
 def _atomic_write(path: Path, payload: bytes) -> Path:
     """Write next to ``path`` and rename over it, so no reader sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:  # plain open: the file gets the user's umask
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, payload)
