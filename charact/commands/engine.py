@@ -116,7 +116,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         def run(self, deck, workdir, timeout=0.0, raw=False):
             path = write_run_dir(deck, workdir)
-            print(f"wrote {path}  (run: cd {workdir} && ngspice -b {path.name})")
+            print(f"wrote {path}\n  run it: cd {workdir} && ngspice -b {path.name}  "
+                  "(prints the .meas results; for waveforms run 'ngspice "
+                  f"{path.name}' and use plot, or add -r {deck.name}.raw)")
             from charact.runner import RunResult
 
             return RunResult(ok=False, reason="rendered only")
