@@ -22,6 +22,8 @@ COMMAND_MODULES: list[str] = [
     "charact.commands.lookup",
     "charact.commands.rollup",
     "charact.commands.accuracy",
+    "charact.commands.demo",
+    "charact.commands.hier",
 ]
 
 

@@ -32,13 +32,13 @@ MAX_WORK_BYTES = 5_000_000
 def _remote_job(spec: Any, job: Any, backend: str,
                 keep_work: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Runs on a worker: the job in a scratch folder; its record and work files."""
-    from charact.sweep import run_job
+    from charact.sweep import run_job, work_dir
 
     scratch = Path(tempfile.mkdtemp(prefix="charact-dask-"))
     try:
         record = run_job(spec, job, scratch, backend, keep_work)
         files: dict[str, bytes] = {}
-        work = scratch / "work" / job.key
+        work = work_dir(scratch, job.key)
         total = 0
         if work.is_dir():
             for path in sorted(work.rglob("*")):

@@ -103,11 +103,17 @@ class _Deadline:
         return res
 
 
+def work_dir(out_dir: Path, key: str) -> Path:
+    """The decks and logs of one attempt at a job. One folder per process: a straggler
+    of a killed sweep never shares files with the rerun that resumes it."""
+    return out_dir / "work" / f"{key}.{os.getpid()}"
+
+
 def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
             keep_work: bool = False) -> dict[str, Any]:
     """Run one job and write ``jobs/<key>.json``; return the record. Never raises for a
     simulation failure: the record says ``status = "failed"`` and why."""
-    workdir = out_dir / "work" / job.key
+    workdir = work_dir(out_dir, job.key)
     sim = _Deadline(make_simulator(backend), spec.timeout)
     ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
                      conditions=job.conditions, options=spec.options, workdir=workdir,
@@ -142,8 +148,13 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
         rows.append(row)
     record = {"row": rows[0], "rows": rows, "timing": {"wall": wall, "simulator": ctx.elapsed},
               "decks": ctx.decks}
+    path = out_dir / "jobs" / f"{job.key}.json"
+    if status != "ok":
+        previous = _load_record(path)
+        if previous is not None and previous["row"].get("status") == "ok":
+            return previous  # a finished result is never replaced by a failure
     try:
-        write_json(out_dir / "jobs" / f"{job.key}.json", record)
+        write_json(path, record)
     except OSError as exc:
         raise results_error(out_dir / "jobs", exc) from None
     if status == "ok" and not keep_work:
@@ -267,8 +278,22 @@ def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
         return
     from joblib import Parallel, delayed
 
+    owner = os.getpid()
     yield from Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered",
-                        batch_size=1, pre_dispatch="2*n_jobs")(delayed(fn)(*a) for a in args)
+                        batch_size=1, pre_dispatch="2*n_jobs")(
+        delayed(_unless_orphaned)(fn, owner, *a) for a in args)
+
+
+def _unless_orphaned(fn: Callable[..., Any], owner: int, *args: Any) -> Any:
+    """Run a queued job only while the sweep that queued it is alive: workers of a killed
+    sweep must not go on with its queue beside the rerun that resumes it."""
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return fn(*args)
 
 
 def assemble_table(spec: SweepSpec, done: dict[str, dict[str, Any]]) -> pd.DataFrame:

@@ -58,8 +58,9 @@ def test_failed_job_work_files_come_back_from_workers(tmp_path, monkeypatch):
 
     def with_a_log(spec, job, out_dir, backend="batch", keep_work=False):
         rec = real_run_job(spec, job, out_dir, backend, keep_work)
-        (out_dir / "work" / job.key).mkdir(parents=True, exist_ok=True)
-        (out_dir / "work" / job.key / "offset_coarse.log").write_text("it failed here\n")
+        work = sweep_mod.work_dir(out_dir, job.key)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "offset_coarse.log").write_text("it failed here\n")
         return rec
 
     real_run_job = sweep_mod.run_job

@@ -227,3 +227,27 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, charact_cmd):
     b = pd.read_parquet(part / "table.parquet")
     assert len(b) == 8 and b["key"].is_unique
     pd.testing.assert_frame_equal(a, b)  # same seed -> identical numbers
+
+
+def test_queued_jobs_of_a_dead_sweep_do_not_run():
+    from charact.sweep import _unless_orphaned
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ran = []
+    assert _unless_orphaned(lambda: ran.append(1), dead.pid) is None and not ran
+    assert _unless_orphaned(lambda: "done", os.getpid()) == "done"
+
+
+def test_a_failure_never_replaces_a_finished_job(tmp_path, monkeypatch):
+    import charact.sweep as sweep_mod
+
+    spec = parse_spec(__import__("tomllib").loads(
+        SPEC.format(name="fake", corners='["NOM"]', vdd="1.0", samples=1, tech="freepdk45")))
+    monkeypatch.setattr(sweep_mod, "make_simulator", lambda backend: FakeSim())
+    good = sweep_mod.run_job(spec, spec.jobs[0], tmp_path)
+    monkeypatch.setattr(sweep_mod, "make_simulator", lambda backend: FakeSim("delay"))
+    late = sweep_mod.run_job(spec, spec.jobs[0], tmp_path)  # a straggler that failed
+    assert late["row"]["status"] == "ok"
+    kept = (tmp_path / "jobs" / f"{spec.jobs[0].key}.json").read_text()
+    assert '"status": "ok"' in kept and good["row"]["offset"] == late["row"]["offset"]

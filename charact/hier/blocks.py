@@ -1,0 +1,267 @@
+"""Blocks of the hierarchical flow.
+
+* ``ima_cell_mc``: the cell-level characterization of one operating point
+  (:func:`charact.hier.cells.characterize_point`), one row per point: the summary numbers
+  and the whole model as JSON (``model_json``), which ``ima_column_composed`` can load.
+* ``ima_column_composed``: the ``ima_column`` conversions computed by the composed
+  column (:mod:`charact.hier.composed`) instead of full-column SPICE. Same options (plus
+  the cell-level ones), same patterns for the same seeds, and a table of exactly the
+  ``ima_column`` format, so error tables and ``charact fit`` work unchanged. A spec
+  chooses the mode by its ``block`` field: ``ima_column`` (full SPICE) or
+  ``ima_column_composed``.
+
+Cell models per operating point come from ``[measure] cell_models``: ``"inline"``
+(characterized by the first job of the point and cached in ``<results>/hier_cells/``,
+other jobs of the point wait for it), an ``ima_cell_mc`` sweep folder, or a JSON file
+of such records. The calibration (``[measure] calibration``): ``"model"`` (the
+calibration procedure run on the nominal composed column, no full-column SPICE at all),
+``"inline"`` (the SPICE calibration benches of :mod:`charact.calibration`) or a
+calibration sweep folder. Keep ``"model"``: the calibration absorbs what the cell models
+get wrong in absolute terms (the merged calibration stack, 52 um wide at the default
+design, adds its channel capacitance to RBL_R while it conducts, which the cell models
+leave out: the composed t_cal comes out ~4 % shorter than SPICE's), whereas SPICE's pulse
+widths applied to the composed column would shift every code by about half an LSB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charact.blocks.base import Block, JobContext, JobFailed
+from charact.blocks.column import (
+    DESIGN_OPTIONS,
+    Conversion,
+    Design,
+    ImaColumn,
+    check_design,
+    draw_patterns,
+    make_design,
+)
+from charact.errors import UserError
+from charact.hier.cells import CELL_OPTIONS, PointModel, characterize_point, check_cell_options
+
+CACHE_DIR = "hier_cells"
+
+
+def _model_key(ctx: JobContext, design: Design, opts: dict[str, Any]) -> str:
+    p = ctx.point
+    blob = json.dumps({"point": [p.corner, p.vdd, p.temp], "tech": ctx.tech.name,
+                       "model_lib": str(ctx.tech.model_lib),
+                       "design": design.digest(ctx.params),
+                       "spice_options": list(opts.get("spice_options", [])),
+                       "cell": {k: opts[k] for k in CELL_OPTIONS}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # the first job characterizes, the others wait
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def inline_model(ctx: JobContext, design: Design, opts: dict[str, Any]) -> PointModel:
+    """The point's cell models, characterized once and cached in the results folder."""
+    from charact.provenance import stamp, write_json
+
+    if ctx.workdir.parent.name != "work":  # not inside a sweep folder: no cache
+        return characterize_point(ctx, design, opts)
+    cache = ctx.workdir.parent.parent / CACHE_DIR / f"{_model_key(ctx, design, opts)}.json"
+    with _locked(cache):
+        if cache.is_file():
+            try:
+                return PointModel.from_json(json.loads(cache.read_text())["model"])
+            except (ValueError, KeyError, UserError):
+                pass  # unreadable: characterize again
+        model = characterize_point(ctx, design, opts)
+        write_json(cache, stamp(kind="hier_cell_models", model=model.to_json()))
+        return model
+
+
+def models_from(source: str) -> list[PointModel]:
+    """Cell-model records of an ``ima_cell_mc`` sweep folder/table or a JSON file."""
+    p = Path(source)
+    if p.is_dir():
+        p = p / "table.parquet"
+    if not p.is_file():
+        raise UserError(f"cell models not found: {p} (run an ima_cell_mc sweep, e.g. "
+                        "charact sweep examples/cell_mc.toml)")
+    if p.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            df = pd.read_parquet(p)
+        except Exception as exc:
+            raise UserError(f"{p}: unreadable table ({type(exc).__name__})") from None
+        if "model_json" not in df.columns:
+            raise UserError(f"{p}: not an ima_cell_mc table (no model_json column)")
+        recs = [json.loads(s) for s in df.loc[df["status"] == "ok", "model_json"]]
+    else:
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{p}: unreadable cell-model file ({exc})") from None
+        data = data.get("model", data) if isinstance(data, dict) else data
+        recs = data if isinstance(data, list) else [data]
+    return [PointModel.from_json(r) for r in recs]
+
+
+def point_model(ctx: JobContext, design: Design, opts: dict[str, Any]) -> PointModel:
+    source = str(opts["cell_models"])
+    if source == "inline":
+        return inline_model(ctx, design, opts)
+    p = ctx.point
+    hits = [m for m in models_from(source) if m.corner == p.corner
+            and math.isclose(m.vdd, p.vdd) and math.isclose(m.temp, p.temp)]
+    if not hits:
+        raise JobFailed(f"no cell model for {p.corner} {p.vdd:g} V {p.temp:g} C in {source}")
+    hits = [m for m in hits if m.design == design.digest(ctx.params)]
+    if not hits:
+        raise JobFailed(f"cell models in {source} were made for another array design")
+    return hits[0]
+
+
+def model_calibration(model: PointModel, design: Design):
+    """The composed column's own calibration: stored with the models when they were
+    made for this design, else computed (a few hundred small conversions)."""
+    from charact.calibration import Calibration
+    from charact.hier.composed import calibrate_model
+
+    stored = model.info.get("calibration")
+    if isinstance(stored, dict):  # the model was checked (or made) for this design
+        try:
+            return Calibration(**stored)
+        except TypeError:
+            pass
+    return calibrate_model(model, design)
+
+
+class ImaCellMC(Block):
+    """Cell-level Monte-Carlo characterization of the column at each operating point."""
+
+    name = "ima_cell_mc"
+    version = "1"
+    template_files = ("sram10t.sp", "sense_amp.sp")
+    subckt = "dual10t"
+    conditions: dict[str, float] = {}
+    options: dict[str, Any] = {**DESIGN_OPTIONS, **CELL_OPTIONS}
+    columns = (
+        "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
+        "sigma_ln_rep", "sigma_ln_cal", "sigma_vt_mac", "sigma_vt_rep", "sigma_vt_cal",
+        "t_off_mac", "t_off_rep", "t_off_cal", "gain_mac", "gain_rep", "gain_cal",
+        "corr_v_mac", "corr_v_rep", "corr_v_cal", "c_drain_mac", "c_par_l", "c_par_r",
+        "sa_vcm", "sa_offset_nom", "sa_sigma", "sa_mean_mc", "sa_t0", "sa_tau",
+        "rep_ratio", "design", "model_json",
+    )
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        opts = super().check_options(options)
+        check_design(opts)
+        check_cell_options(opts)
+        return opts
+
+    def simulate(self, ctx: JobContext) -> dict[str, Any]:
+        if ctx.point.seed is not None:
+            raise JobFailed("the cell Monte-Carlo runs inside the job (cell_samples, "
+                            "sa_samples): use [montecarlo] samples = 0")
+        design = make_design(ctx.options)
+        model = characterize_point(ctx, design, ctx.options)
+        return {**model.summary(), "rep_ratio": design.cfg.rep_ratio,
+                "design": model.design, "model_json": json.dumps(model.to_json())}
+
+
+class ImaColumnComposed(Block):
+    """``ima_column`` conversions from the composed column (cell models + numerics)."""
+
+    name = "ima_column_composed"
+    version = "1"
+    template_files = ("sram10t.sp", "sense_amp.sp")
+    subckt = "dual10t"
+    conditions: dict[str, float] = {}
+    options: dict[str, Any] = {
+        **ImaColumn.options,
+        **CELL_OPTIONS,
+        "calibration": "model",
+        "cell_models": "inline",
+        "mismatch_scale": 1.0,  # multiplies every device spread (0 = nominal circuit)
+    }
+    columns = ImaColumn.columns
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        opts = super().check_options(options)
+        col = {k: v for k, v in opts.items() if k in ImaColumn.options}
+        if col["calibration"] == "model":
+            col["calibration"] = "inline"  # checked as a name, not run
+        checked = ImaColumn().check_options(col)
+        opts.update({k: v for k, v in checked.items() if k != "calibration"})
+        check_cell_options(opts)
+        if opts["wiring"] != "q":
+            raise UserError("[measure] the composed column models wiring = 'q' only")
+        ms = opts["mismatch_scale"]
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms <= 10:
+            raise UserError("[measure] mismatch_scale must be a number in 0..10")
+        cm = opts["cell_models"]
+        if not isinstance(cm, str) or not cm:
+            raise UserError("[measure] cell_models must be 'inline' or a path")
+        if cm != "inline":
+            models_from(cm)  # readable now, not in every job
+            src = Path(cm) / "table.parquet" if Path(cm).is_dir() else Path(cm)
+            # the models' content is part of every job key: new models, new jobs
+            opts["cell_models_sha256"] = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+        return opts
+
+    def simulate(self, ctx: JobContext) -> list[dict[str, Any]]:
+        from charact.hier.composed import convert, draw_die, nominal_die
+
+        o = ctx.options
+        design = make_design(o)
+        n_cols = int(o["n_cols"])
+        conv = int(o["conversions"]) or n_cols
+        n_decks = math.ceil(conv / n_cols)
+        seed = ctx.point.seed if ctx.point.seed is not None else int(o["pattern_seed"])
+        rng = np.random.default_rng(seed)  # the same patterns as ima_column
+        explicit = (o["inputs"], o["weights"]) if o["patterns"] == "explicit" else None
+        decks = draw_patterns(rng, design, str(o["patterns"]), n_cols, n_decks, explicit)
+        model = point_model(ctx, design, o)
+        if o["calibration"] == "model":
+            cal = model_calibration(model, design)
+        else:
+            from charact.calibration import calibration_for
+
+            cal = calibration_for(ctx, design)
+        n = design.cfg.n_dims
+        if ctx.point.seed is None:
+            die = nominal_die(n_cols, n)
+        else:  # the die's devices: a stream of its own, apart from the patterns
+            die = draw_die(np.random.default_rng([int(seed), 0x5EED]), n_cols, n,
+                           float(o["mismatch_scale"]))
+        x = np.concatenate([np.repeat(xd[None, :], wd.shape[0], 0) for xd, wd in decks])
+        w = np.concatenate([wd for _, wd in decks])
+        col = np.concatenate([np.arange(wd.shape[0]) for _, wd in decks])
+        res = convert(model, design, x, w, col, die, cal.t_cal, cal.t_step)
+        rows: list[dict[str, Any]] = []
+        block = ImaColumn()
+        start = 0
+        for d, (xd, wd) in enumerate(decks):
+            sl = slice(start, start + wd.shape[0])
+            start += wd.shape[0]
+            conv_d = Conversion(res.decisions[sl], res.levels_l[sl], res.levels_r[sl],
+                                res.v_l_mac[sl], res.v_r_mac[sl])
+            rows += block._rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed)
+        return rows[:conv]
+
+
+__all__ = ["ImaCellMC", "ImaColumnComposed", "inline_model", "models_from", "point_model"]

@@ -1,0 +1,649 @@
+"""Cell-level models of the IMA column from small SPICE benches at one operating point.
+
+What is characterized (all with the column's own devices, sizes and tolerances):
+
+* **Read stacks** of three widths: the MAC cell's (``mac``), one replica ramp row's
+  (``rep``, ``rep_ratio`` times wider) and the 32 calibration rows merged into one
+  (``cal``, 32 x ``rep_ratio``), as in the column's lean storage. One DC sweep of the
+  bitline voltage gives the nominal on-current ``I(V)`` (RWL at ``v_rwl``, storage gate
+  at ``vdd_sram``) and the leakage with RWL low; a Monte-Carlo deck of ``cell_samples``
+  instances per width (each instance draws its own Pelgrom shifts) gives every device's
+  current ratio to the nominal one. Its log is the per-device spread: ``sigma_ln`` (and
+  ``sigma_vt_eq = sigma_ln / (d ln I / d V_RWL)``, the threshold-voltage-equivalent
+  spread). The ratio of one instance hardly changes with the bitline voltage (``corr_v``
+  reports it), so a device is one multiplicative factor on the nominal ``I(V)``.
+* **Pulse edges**: a nominal transient of pulses of 1..124 units at a fixed drain
+  voltage; the charge of a pulse of width ``t`` is ``gain * I(V) * (t + t_off)``.
+* **Bitline parasitics**: the capacitance the SA input, the precharge switch and the
+  (off) replica stacks add to each bitline, and the drain capacitance of one MAC stack.
+* **Sense amplifier**: the offset of ``sa_samples`` Monte-Carlo instances in one deck,
+  found by a parallel bisection (one clock cycle per deck, each instance with its own
+  inputs; the devices are the same in every deck because the deck's structure and seed
+  are), the nominal offset by the same bisection, and the decision delay
+  ``t0 + tau * ln(vdd / dv)`` from a nominal deck; at the column's typical decision
+  common mode and ``sa_vcm_span`` either side (the offset spread changes with it; the
+  composed column interpolates, one standard score per SA). The offset may instead come from a
+  ``sense_amp`` sweep (``sa_offset = "<folder>"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charact.blocks.base import JobContext, JobFailed
+from charact.blocks.column import Design
+from charact.blocks.column_netlist import N_CAL, N_RAMP
+from charact.errors import UserError
+
+STACKS = ("mac", "rep", "cal")
+V_STEP = 5e-3  # DC grid of the bitline voltage
+V_LOW = 0.02
+# Pulse widths (units of t_unit) of the edge-charge bench: the replica pulses are short
+# (t_cal ~0.7, t_step ~1.6 units at the default design), the MAC pulses 1..124 units.
+PULSE_UNITS = (0.3, 0.5, 0.7, 1, 1.3, 1.6, 2, 3, 4, 8, 16, 32, 64, 124)
+DVG = 5e-3  # RWL step for d ln I / d V_RWL
+MAC_CAP_STACKS = 16  # MAC stacks on the node that measures their drain capacitance
+SA_T_RISE = 0.2e-9  # SA offset bench: clock rise (the latch starts reset)
+SA_EVAL = 1.2e-9  # and how long it evaluates before the decision is read
+
+# Options of the cell-level characterization (shared by ima_cell_mc and the composed block).
+CELL_OPTIONS: dict[str, Any] = {
+    "cell_samples": 200,  # Monte-Carlo instances per read-stack width
+    "cell_seed": 1,  # ngspice seed of the cell and SA Monte-Carlo decks
+    "sa_samples": 128,  # Monte-Carlo SA instances (one deck per bisection step)
+    "sa_range": 0.1,  # V: the offsets are searched in +-sa_range
+    "sa_resolution": 0.5e-3,  # V: bisection stops below this (the spread is ~15 mV)
+    "sa_vcm": 0.0,  # V: common mode of the SA benches; 0 = the column's median at crossing
+    "sa_vcm_span": 0.05,  # V: also at sa_vcm -+ this (0 = one common mode only)
+    "sa_offset": "mc",  # "mc" (the bench above) or a sense_amp sweep folder
+}
+
+
+def check_cell_options(opts: dict[str, Any]) -> None:
+    for key in ("cell_samples", "sa_samples"):
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 2000:
+            raise UserError(f"[measure] {key} must be an integer in 2..2000, got {v!r}")
+    if isinstance(opts["cell_seed"], bool) or not isinstance(opts["cell_seed"], int):
+        raise UserError("[measure] cell_seed must be an integer")
+    span = opts["sa_vcm_span"]
+    if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 <= span <= 0.3:
+        raise UserError("[measure] sa_vcm_span must be in 0..0.3 V")
+    for key in ("sa_range", "sa_resolution"):
+        v = opts[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise UserError(f"[measure] {key} must be a positive number of volts")
+    v = opts["sa_vcm"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1.5:
+        raise UserError("[measure] sa_vcm must be in 0..1.5 V (0 = automatic)")
+    src = opts["sa_offset"]
+    if not isinstance(src, str) or not src:
+        raise UserError("[measure] sa_offset must be 'mc' or a sense_amp sweep folder")
+    if src != "mc" and not (Path(src) / "table.parquet").is_file() and not (
+            Path(src).suffix == ".parquet" and Path(src).is_file()):
+        raise UserError(f"[measure] sa_offset: no sense_amp sweep table at {src}")
+
+
+# -- models -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class StackModel:
+    """One read-stack width at one operating point."""
+
+    name: str
+    width_ratio: float  # read-stack width over the MAC cell's
+    v: np.ndarray  # bitline voltage grid (V), ascending
+    i_on: np.ndarray  # nominal on-current (A), RWL at v_rwl
+    i_off: np.ndarray  # nominal leakage (A), RWL low
+    gain: float = 1.0  # pulse charge slope over the DC current at v_pulse
+    t_off: float = 0.0  # s: a long pulse of width t carries gain * I(V) * (t + t_off)
+    t_pulse: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    t_off_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # per width
+    mu_ln: float = 0.0  # mean of ln(I_instance / I_nominal)
+    sigma_ln: float = 0.0  # its standard deviation: the per-device spread
+    sigma_ln_v: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    corr_v: float = 1.0  # correlation of an instance's ln ratio, lowest vs highest voltage
+    skew: float = 0.0
+    dln_dvg: float = math.nan  # d ln I / d V(RWL) (1/V)
+    c_drain: float = 0.0  # F, one off stack's drain (measured for mac)
+    n_mc: int = 0
+
+    def __post_init__(self) -> None:
+        self.v = np.asarray(self.v, float)
+        self.i_on = np.asarray(self.i_on, float)
+        self.i_off = np.asarray(self.i_off, float)
+        self.sigma_ln_v = np.asarray(self.sigma_ln_v, float)
+        self.t_pulse = np.asarray(self.t_pulse, float)
+        self.t_off_t = np.asarray(self.t_off_t, float)
+        if self.v.size < 3 or np.any(np.diff(self.v) <= 0) or np.any(self.i_on <= 0):
+            raise UserError(f"stack model {self.name}: needs an ascending voltage grid "
+                            "and a positive on-current")
+        inv = 1.0 / self.i_on
+        seg = 0.5 * (inv[1:] + inv[:-1]) * np.diff(self.v)
+        # psi(V) = integral from V to the top of the grid of dV / I(V), in V/A
+        self._psi = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
+
+    @property
+    def sigma_vt_eq(self) -> float:
+        """The threshold shift (V) that moves the current by one ``sigma_ln``."""
+        return self.sigma_ln / self.dln_dvg if self.dln_dvg > 0 else math.nan
+
+    def psi(self, v: np.ndarray) -> np.ndarray:
+        return np.interp(v, self.v, self._psi)
+
+    def psi_inv(self, p: np.ndarray) -> np.ndarray:
+        return np.interp(p, self._psi[::-1], self.v[::-1])
+
+    def discharge(self, v0: np.ndarray, q_time: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Bitline voltage after ``q_time`` (s: sum over conducting stacks of factor x
+        effective pulse width) on capacitance ``c``: ``C dV/dt = -sum_k f_k I(V)`` is
+        separable, so only the sum matters."""
+        return self.psi_inv(self.psi(v0) + self.gain * q_time / c)
+
+    def t_eff(self, t: np.ndarray | float) -> np.ndarray:
+        """Effective width of a pulse of width ``t`` (s): the width plus its edge term,
+        interpolated between the measured widths (short pulses differ from long ones)."""
+        t = np.asarray(t, float)
+        if self.t_pulse.size:
+            return t + np.interp(t, self.t_pulse, self.t_off_t)
+        return t + self.t_off
+
+    def leak(self, v: np.ndarray) -> np.ndarray:
+        return np.interp(v, self.v, self.i_off)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+
+def _interp_lin(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Piecewise-linear in ``xs``, extended linearly beyond its ends (the offset spread
+    keeps growing as the common mode falls); constant for a single point."""
+    x = np.asarray(x, float)
+    if xs.size < 2:
+        return np.full(x.shape, float(ys[0]))
+    y = np.interp(x, xs, ys)
+    lo, hi = x < xs[0], x > xs[-1]
+    y = np.where(lo, ys[0] + (x - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0]), y)
+    return np.where(hi, ys[-1] + (x - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), y)
+
+
+@dataclasses.dataclass
+class SAModel:
+    """Offset (inp - inn at which the decision flips) and decision delay of the SA."""
+
+    vcm: list[float]
+    offset_nom: list[float]  # V, per vcm
+    sigma: list[float]  # V, per vcm
+    mean_mc: list[float]
+    n_mc: int
+    t0: float = math.nan
+    tau: float = math.nan
+    resolution: float = 0.0  # V: smaller overdrives do not resolve within the half-cycle
+    at_bounds: int = 0  # MC instances whose offset hit +-sa_range
+    source: str = "mc"
+    offsets: list[list[float]] = dataclasses.field(default_factory=list)
+
+    def offset_at(self, vcm: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Offset of the SA whose standard score is ``z`` at common mode ``vcm``."""
+        xs = np.asarray(self.vcm, float)
+        nom = _interp_lin(vcm, xs, np.asarray(self.offset_nom, float))
+        sig = np.maximum(_interp_lin(vcm, xs, np.asarray(self.sigma, float)), 0.0)
+        return nom + sig * z
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PointModel:
+    """Everything the composed column needs at one operating point."""
+
+    corner: str
+    vdd: float
+    temp: float
+    design: str  # digest of the array design the models were made for
+    v_pre: float
+    stacks: dict[str, StackModel]
+    c_par_l: float  # F on RBL_L besides c_rbl: SA input, precharge switch, 32 replica rows
+    c_par_r: float  # F on RBL_R: SA input, precharge switch, the calibration stack
+    sa: SAModel
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"corner": self.corner, "vdd": self.vdd, "temp": self.temp,
+                "design": self.design, "v_pre": self.v_pre,
+                "stacks": {k: s.to_json() for k, s in self.stacks.items()},
+                "c_par_l": self.c_par_l, "c_par_r": self.c_par_r, "sa": self.sa.to_json(),
+                "info": self.info}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PointModel:
+        try:
+            stacks = {k: StackModel(**s) for k, s in d["stacks"].items()}
+            if set(stacks) != set(STACKS):
+                raise KeyError("stacks")
+            return cls(str(d["corner"]), float(d["vdd"]), float(d["temp"]), str(d["design"]),
+                       float(d["v_pre"]), stacks, float(d["c_par_l"]), float(d["c_par_r"]),
+                       SAModel(**d["sa"]), dict(d.get("info", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"not a cell-model record ({type(exc).__name__}: {exc})") \
+                from None
+
+    def summary(self) -> dict[str, float]:
+        """The flat numbers of the ``ima_cell_mc`` table."""
+        out: dict[str, float] = {}
+        vr = self.v_pre - 0.05
+        for k, s in self.stacks.items():
+            out[f"i_{k}"] = float(np.interp(vr, s.v, s.i_on))
+            out[f"ileak_{k}"] = float(np.interp(vr, s.v, s.i_off))
+            out[f"sigma_ln_{k}"] = s.sigma_ln
+            out[f"sigma_vt_{k}"] = s.sigma_vt_eq
+            out[f"t_off_{k}"] = s.t_off
+            out[f"gain_{k}"] = s.gain
+            out[f"corr_v_{k}"] = s.corr_v
+        out["c_drain_mac"] = self.stacks["mac"].c_drain
+        out["c_par_l"], out["c_par_r"] = self.c_par_l, self.c_par_r
+        c = len(self.sa.vcm) // 2  # the middle common mode
+        out["sa_vcm"] = float(self.sa.vcm[c])
+        out["sa_offset_nom"] = float(self.sa.offset_nom[c])
+        out["sa_sigma"] = float(self.sa.sigma[c])
+        out["sa_mean_mc"] = float(self.sa.mean_mc[c])
+        out["sa_t0"], out["sa_tau"] = self.sa.t0, self.sa.tau
+        return out
+
+
+# -- benches ----------------------------------------------------------------------------------
+
+def _sub(ctx: JobContext, seed: int | None, sub: str) -> JobContext:
+    point = dataclasses.replace(ctx.point, seed=seed)
+    return dataclasses.replace(ctx, point=point, workdir=ctx.workdir / sub, elapsed=0.0,
+                               decks=[])
+
+
+def _tpl(ctx: JobContext, subckt: str):
+    return next(t for t in ctx.templates if subckt in t.subckts)
+
+
+def stack_sizes(params: dict[str, float], rep_ratio: float) -> dict[str, dict[str, float]]:
+    """The read-stack geometry of each width, as the lean column builds it."""
+    read = {k: float(params[k]) for k in ("w_ra", "l_ra", "w_rd", "l_rd")}
+    ratios = {"mac": 1.0, "rep": rep_ratio, "cal": rep_ratio * N_CAL}
+    return {k: dict(read, w_ra=read["w_ra"] * r, w_rd=read["w_rd"] * r)
+            for k, r in ratios.items()}
+
+
+def _ratios(design: Design) -> dict[str, float]:
+    r = design.cfg.rep_ratio
+    return {"mac": 1.0, "rep": r, "cal": r * N_CAL}
+
+
+def _f(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _dc_grid(v_pre: float) -> str:
+    return f".dc vbl {_f(V_LOW)} {_f(v_pre + 0.05)} {_f(V_STEP)}"
+
+
+def _dc_currents(res, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    from charact.runner import read_raw
+
+    v = read_raw(res.raw)
+    sweep = next((v[k] for k in v if "sweep" in k), None)
+    if sweep is None:
+        raise JobFailed("stack bench: no sweep vector")
+    missing = [n for n in names if f"i({n})" not in v]
+    if missing:
+        raise JobFailed(f"stack bench: no current of {missing[0]}")
+    return np.asarray(sweep), np.stack([v[f"i({n})"] for n in names])
+
+
+def nominal_stacks(ctx: JobContext, design: Design) -> dict[str, dict[str, np.ndarray]]:
+    """One DC sweep: on-current, leakage and the RWL sensitivity of every width."""
+    cfg = design.cfg
+    cell = _tpl(ctx, "rd_stack")
+    sizes = stack_sizes(ctx.params, cfg.rep_ratio)
+    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vrwl rwl 0 {_f(cfg.v_rwl)}",
+             f"vrwlp rwlp 0 {_f(cfg.v_rwl + DVG)}", f"vrwlm rwlm 0 {_f(cfg.v_rwl - DVG)}",
+             f"vbl bl 0 {_f(cfg.v_pre)}"]
+    names = []
+    for k in STACKS:
+        for tag, rwl in (("on", "rwl"), ("off", "0"), ("up", "rwlp"), ("dn", "rwlm")):
+            n = f"vm_{k}_{tag}"
+            lines += [f"{n} bl d_{k}_{tag} 0",
+                      cell.instance(f"{k}_{tag}", "rd_stack", [f"d_{k}_{tag}", rwl, "vsram",
+                                                               "0"], sizes[k])]
+            names.append(n)
+    lines += [_dc_grid(cfg.v_pre), ".save " + " ".join(f"i({n})" for n in names)]
+    res = ctx.run("stacks_dc", "\n".join(lines), raw=True)
+    v, cur = _dc_currents(res, names)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for i, k in enumerate(STACKS):
+        on, off, up, dn = cur[4 * i:4 * i + 4]
+        out[k] = {"v": v, "on": on, "off": np.maximum(off, 0.0), "up": up, "dn": dn}
+    return out
+
+
+def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, np.ndarray]:
+    """On-current of ``n`` Monte-Carlo instances per width against the bitline voltage."""
+    cfg = design.cfg
+    cell = _tpl(ctx, "rd_stack")
+    sizes = stack_sizes(ctx.params, cfg.rep_ratio)
+    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vrwl rwl 0 {_f(cfg.v_rwl)}",
+             f"vbl bl 0 {_f(cfg.v_pre)}"]
+    names = []
+    for k in STACKS:
+        for j in range(n):
+            m = f"vm_{k}_{j}"
+            lines += [f"{m} bl d_{k}_{j} 0", cell.instance(f"{k}_{j}", "rd_stack",
+                                                           [f"d_{k}_{j}", "rwl", "vsram", "0"],
+                                                           sizes[k])]
+            names.append(m)
+    lines += [f".dc vbl {_f(0.2)} {_f(cfg.v_pre)} {_f(0.05)}",
+              ".save " + " ".join(f"i({m})" for m in names)]
+    res = ctx.run("stacks_mc", "\n".join(lines), raw=True)
+    v, cur = _dc_currents(res, names)
+    return {"v": v, **{k: cur[i * n:(i + 1) * n] for i, k in enumerate(STACKS)}}
+
+
+def _pwl_pulse(name: str, node: str, t_on: float, width: float, level: float,
+               t_edge: float) -> str:
+    """The column's word-line pulse: a trapezoid whose 50 % points are t_on, t_on+width."""
+    a, b = t_on - t_edge / 2, t_on + width - t_edge / 2
+    return (f"V{name} {node} 0 PWL(0 0 {_f(a)} 0 {_f(a + t_edge)} {_f(level)} {_f(b)} "
+            f"{_f(level)} {_f(b + t_edge)} 0)")
+
+
+def pulse_charges(ctx: JobContext, design: Design, v_drain: float) -> dict[str, np.ndarray]:
+    """Charge of one pulse of each width in ``PULSE_UNITS`` x t_unit, drain held at
+    ``v_drain`` (nominal). Edges and the gate coupling are in the integral."""
+    cfg = design.cfg
+    cell = _tpl(ctx, "rd_stack")
+    sizes = stack_sizes(ctx.params, cfg.rep_ratio)
+    t_on = 0.5e-9
+    t_end = t_on + max(PULSE_UNITS) * cfg.t_unit + 1e-9
+    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vbl bl 0 {_f(v_drain)}"]
+    for i, u in enumerate(PULSE_UNITS):
+        lines.append(_pwl_pulse(f"rwl{i}", f"rwl{i}", t_on, u * cfg.t_unit, cfg.v_rwl,
+                                cfg.t_edge))
+    meas, saves = [], []
+    for k in STACKS:
+        for i in range(len(PULSE_UNITS)):
+            m = f"vm_{k}_{i}"
+            lines += [f"{m} bl d_{k}_{i} 0", cell.instance(f"{k}_{i}", "rd_stack",
+                                                           [f"d_{k}_{i}", f"rwl{i}", "vsram",
+                                                            "0"], sizes[k])]
+            meas.append(f".meas tran q_{k}_{i} INTEG i({m}) FROM=0 TO={_f(t_end)}")
+            saves.append(f"i({m})")
+    lines += [f".tran {_f(cfg.tmax / 8)} {_f(t_end)} 0 {_f(cfg.tmax / 4)}",
+              ".save " + " ".join(saves)]
+    lines += meas
+    res = ctx.run("stacks_pulse", "\n".join(lines))
+    out = {}
+    for k in STACKS:
+        q = np.array(res.need(*[f"q_{k}_{i}" for i in range(len(PULSE_UNITS))]))
+        if not np.isfinite(q).all():
+            raise JobFailed(f"stack pulse bench: missing charge of {k}")
+        out[k] = q
+    return out
+
+
+def line_capacitances(ctx: JobContext, design: Design) -> tuple[float, float, float]:
+    """(c_par_l, c_par_r, c_drain_mac): the devices on each bitline besides ``c_rbl``,
+    measured by the time a small current takes to move the line by 0.1 V (nominal)."""
+    cfg = design.cfg
+    cell, sa = _tpl(ctx, "rd_stack"), _tpl(ctx, "strongarm_sa")
+    sizes = stack_sizes(ctx.params, cfg.rep_ratio)
+    i_line, i_mac = 0.1e-6, 5e-9
+    lines = ["vsup vdd 0 {vdd}", f"vpre vpre 0 {_f(cfg.v_pre)}", "vclk clk 0 0",
+             "vpcb pcb 0 {vdd}",
+             "Xpre_l l pcb vpre vdd pfet w=2e-6 l=50e-9",
+             "Xpre_r r pcb vpre vdd pfet w=2e-6 l=50e-9",
+             sa.instance("sa", "strongarm_sa", ["r", "l", "clk", "dout", "doutb", "outp",
+                                                "outn", "vdd", "0"], design.sa_params),
+             "cloadp outp 0 2f", "cloadn outn 0 2f",
+             # stacks off (word line and storage gate low): capacitance without leakage
+             cell.instance("cal", "rd_stack", ["r", "0", "0", "0"], sizes["cal"])]
+    lines += [cell.instance(f"rep{j}", "rd_stack", ["l", "0", "0", "0"], sizes["rep"])
+              for j in range(N_RAMP)]
+    lines += [cell.instance(f"mac{j}", "rd_stack", ["m", "0", "0", "0"], sizes["mac"])
+              for j in range(MAC_CAP_STACKS)]
+    lines += [f"il l 0 {_f(i_line)}", f"ir r 0 {_f(i_line)}", f"im m 0 {_f(i_mac)}",
+              f".ic v(l)={_f(cfg.v_pre)} v(r)={_f(cfg.v_pre)} v(m)={_f(cfg.v_pre)}",
+              ".tran 0.2n 600n 0 1n", ".save v(l) v(r) v(m)"]
+    hi, lo = cfg.v_pre - 0.05, cfg.v_pre - 0.15
+    for n in ("l", "r", "m"):
+        lines += [f".meas tran {n}_hi WHEN v({n})={_f(hi)} FALL=1",
+                  f".meas tran {n}_lo WHEN v({n})={_f(lo)} FALL=1"]
+    res = ctx.run("line_cap", "\n".join(lines))
+    vals = dict(zip(["l_hi", "l_lo", "r_hi", "r_lo", "m_hi", "m_lo"],
+                    res.need("l_hi", "l_lo", "r_hi", "r_lo", "m_hi", "m_lo"), strict=True))
+    if not all(math.isfinite(v) for v in vals.values()):
+        raise JobFailed("line capacitance bench: a line did not fall by 0.15 V")
+    c_l = i_line * (vals["l_lo"] - vals["l_hi"]) / (hi - lo)
+    c_r = i_line * (vals["r_lo"] - vals["r_hi"]) / (hi - lo)
+    c_m = i_mac * (vals["m_lo"] - vals["m_hi"]) / (hi - lo) / MAC_CAP_STACKS
+    return c_l, c_r, c_m
+
+
+def stack_models(nom: dict[str, dict[str, np.ndarray]], mc: dict[str, np.ndarray] | None,
+                 q: dict[str, np.ndarray], design: Design, v_pulse: float
+                 ) -> dict[str, StackModel]:
+    """Fit the benches into one :class:`StackModel` per width."""
+    cfg = design.cfg
+    out = {}
+    t = np.array(PULSE_UNITS, float) * cfg.t_unit
+    for k, r in _ratios(design).items():
+        d = nom[k]
+        v, on = d["v"], d["on"]
+        keep = v > V_LOW / 2
+        v, on, off = v[keep], on[keep], d["off"][keep]
+        if np.any(on <= 0):
+            raise JobFailed(f"stack {k}: no on-current at some bitline voltage")
+        i_ref = float(np.interp(v_pulse, v, on))
+        up = float(np.interp(v_pulse, d["v"], d["up"]))
+        dn = float(np.interp(v_pulse, d["v"], d["dn"]))
+        dln = math.log(up / dn) / (2 * DVG) if up > 0 and dn > 0 else math.nan
+        long = t >= 4 * cfg.t_unit  # the slope from pulses long against their edges
+        slope, icpt = np.polyfit(t[long], q[k][long], 1)
+        m = StackModel(k, r, v, on, off, gain=float(slope / i_ref),
+                       t_off=float(icpt / slope), t_pulse=t, t_off_t=q[k] / slope - t,
+                       dln_dvg=dln)
+        if mc is not None:
+            ln = np.log(np.maximum(mc[k], 1e-30) / np.interp(mc["v"], v, on)[None, :])
+            j = int(np.argmin(np.abs(mc["v"] - v_pulse)))
+            x = ln[:, j]
+            m.mu_ln, m.sigma_ln = float(x.mean()), float(x.std(ddof=1))
+            m.sigma_ln_v = ln.std(axis=0, ddof=1)
+            m.corr_v = float(np.corrcoef(ln[:, 0], ln[:, -1])[0, 1])
+            m.skew = float(((x - x.mean()) ** 3).mean() / x.std() ** 3)
+            m.n_mc = int(x.size)
+        out[k] = m
+    return out
+
+
+# -- sense amplifier ------------------------------------------------------------------------
+
+def _sa_deck(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray,
+             name: str) -> np.ndarray:
+    """One evaluation of ``len(dv)`` SA instances, instance i with inp - inn = dv[i]:
+    True where the decision is 1 (inp above inn plus its offset).
+
+    The operating point at t = 0 has the clock low, i.e. the latch already reset, so the
+    deck evaluates once right away (``SA_EVAL`` long: a resolvable decision takes well
+    under it) instead of simulating a whole 4 ns cycle."""
+    cfg = design.cfg
+    sa = _tpl(ctx, "strongarm_sa")
+    te = cfg.t_edge
+    t_rise, t_read = SA_T_RISE, SA_T_RISE + te + SA_EVAL
+    lines = ["vsup vdd 0 {vdd}",
+             f"vclk clk 0 PWL(0 0 {_f(t_rise)} 0 {_f(t_rise + te)} {{vdd}})"]
+    for i, d in enumerate(dv):
+        lines += [f"vp{i} inp{i} 0 {_f(vcm + d / 2)}", f"vn{i} inn{i} 0 {_f(vcm - d / 2)}",
+                  sa.instance(f"sa{i}", "strongarm_sa",
+                              [f"inp{i}", f"inn{i}", "clk", f"dout{i}", f"doutb{i}",
+                               f"outp{i}", f"outn{i}", "vdd", "0"], design.sa_params),
+                  f"cp{i} outp{i} 0 2f", f"cn{i} outn{i} 0 2f"]
+    lines += [f".tran 10p {_f(t_read + 0.05e-9)} 0 50p",
+              ".save " + " ".join(f"v(dout{i})" for i in range(len(dv)))]
+    lines += [f".meas tran d{i} FIND v(dout{i}) AT={_f(t_read)}" for i in range(len(dv))]
+    res = ctx.run(name, "\n".join(lines))
+    vals = np.array(res.need(*[f"d{i}" for i in range(len(dv))]))
+    if not np.isfinite(vals).all():
+        raise JobFailed(f"{name}: missing SA decisions")
+    return vals > 0.5 * ctx.point.vdd
+
+
+def sa_offsets(ctx: JobContext, design: Design, vcm: float, n: int, rng: float,
+               resolution: float, tag: str) -> np.ndarray:
+    """Offsets of ``n`` SA instances (MC when ``ctx`` has a seed) by parallel bisection."""
+    lo, hi = np.full(n, -rng), np.full(n, rng)
+    iters = max(1, math.ceil(math.log2(2 * rng / resolution)))
+    for it in range(iters):
+        mid = (lo + hi) / 2
+        dec = _sa_deck(ctx, design, vcm, mid, f"sa_{tag}_{it}")
+        hi, lo = np.where(dec, mid, hi), np.where(dec, lo, mid)
+    return (lo + hi) / 2
+
+
+def sa_delay(ctx: JobContext, design: Design, vcm: float, offset: float
+             ) -> tuple[float, float]:
+    """(t0, tau) of delay = t0 + tau ln(vdd / dv), clk rise to outp rise, nominal."""
+    cfg = design.cfg
+    sa = _tpl(ctx, "strongarm_sa")
+    dvs = [1e-4, 1e-3, 1e-2, 1e-1]
+    te, tc = cfg.t_edge, cfg.t_clk
+    vdd = ctx.point.vdd
+    lines = ["vsup vdd 0 {vdd}",
+             f"vclk clk 0 PULSE(0 {{vdd}} {_f(tc / 2)} {_f(te)} {_f(te)} {_f(tc / 2 - 2 * te)}"
+             f" {_f(tc)})"]
+    for i, d in enumerate(dvs):
+        d = d + offset
+        lines += [f"vp{i} inp{i} 0 {_f(vcm + d / 2)}", f"vn{i} inn{i} 0 {_f(vcm - d / 2)}",
+                  sa.instance(f"sa{i}", "strongarm_sa",
+                              [f"inp{i}", f"inn{i}", "clk", f"dout{i}", f"doutb{i}",
+                               f"outp{i}", f"outn{i}", "vdd", "0"], design.sa_params),
+                  f"cp{i} outp{i} 0 2f", f"cn{i} outn{i} 0 2f"]
+        lines.append(f".meas tran td{i} TRIG v(clk) VAL={_f(vdd / 2)} RISE=1 "
+                     f"TARG v(outp{i}) VAL={_f(vdd / 2)} RISE=1")
+    lines += [f".tran 5p {_f(tc)} 0 20p",
+              ".save v(clk) " + " ".join(f"v(outp{i})" for i in range(len(dvs)))]
+    res = ctx.run("sa_delay", "\n".join(lines))
+    td = np.array(res.need(*[f"td{i}" for i in range(len(dvs))]))
+    ok = np.isfinite(td) & (td > 0)
+    if ok.sum() < 2:
+        return math.nan, math.nan
+    tau, t0 = np.polyfit(np.log(vdd / np.array(dvs)[ok]), td[ok], 1)
+    return float(t0), float(tau)
+
+
+def sa_resolution(t0: float, tau: float, vdd: float, t_avail: float) -> float:
+    """The smallest overdrive the SA resolves within ``t_avail`` (0 if unknown)."""
+    if not (math.isfinite(t0) and math.isfinite(tau) and tau > 0):
+        return 0.0
+    return float(vdd * math.exp(-(t_avail - t0) / tau))
+
+
+def sa_from_sweep(path: str, corner: str, vdd: float, temp: float) -> SAModel:
+    """The SA model from a ``sense_amp`` sweep: offset mean/sigma per common mode."""
+    import pandas as pd
+
+    p = Path(path)
+    p = p / "table.parquet" if p.is_dir() else p
+    try:
+        df = pd.read_parquet(p)
+    except Exception as exc:
+        raise UserError(f"{p}: unreadable sense_amp table ({type(exc).__name__})") from None
+    if not {"offset", "vcm", "corner", "vdd", "temp", "status"} <= set(df.columns):
+        raise UserError(f"{p}: not a sense_amp sweep table")
+    g = df[(df["status"] == "ok") & (df["corner"] == corner) & np.isclose(df["vdd"], vdd)
+           & np.isclose(df["temp"], temp)]
+    if g.empty:
+        raise JobFailed(f"sense_amp sweep {path} has no point {corner} {vdd:g} V {temp:g} C")
+    rows = sorted(g.groupby("vcm"), key=lambda kv: kv[0])
+    vcm = [float(k) for k, _ in rows]
+    mean = [float(x["offset"].mean()) for _, x in rows]
+    sigma = [float(x["offset"].std(ddof=1)) if len(x) > 1 else 0.0 for _, x in rows]
+    t0 = float(g["t0"].median()) if "t0" in g else math.nan
+    tau = float(g["tau"].median()) if "tau" in g else math.nan
+    # the sweep has no nominal run: the mean of its samples stands for the nominal offset
+    return SAModel(vcm, mean, sigma, mean, int(len(g)), t0, tau, source=str(path),
+                   offsets=[x["offset"].tolist() for _, x in rows])
+
+
+# -- one operating point ------------------------------------------------------------------------
+
+def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) -> PointModel:
+    """All cell-level benches at ``ctx``'s operating point (its MC seed is ignored: the
+    Monte-Carlo decks use ``cell_seed``)."""
+    t_start = time.perf_counter()
+    nctx = _sub(ctx, None, "cells_nominal")
+    mctx = _sub(ctx, int(opts["cell_seed"]), "cells_mc")
+    try:
+        cfg = design.cfg
+        v_pulse = cfg.v_pre - 0.05
+        nom = nominal_stacks(nctx, design)
+        mc = mc_stacks(mctx, design, int(opts["cell_samples"]))
+        q = pulse_charges(nctx, design, v_pulse)
+        stacks = stack_models(nom, mc, q, design, v_pulse)
+        c_l, c_r, c_mac = line_capacitances(nctx, design)
+        stacks["mac"].c_drain = c_mac
+        p = ctx.point
+        sa_stub = SAModel([0.4], [0.0], [0.0], [0.0], 0)
+        model = PointModel(p.corner, p.vdd, p.temp, design.digest(ctx.params), cfg.v_pre,
+                           stacks, c_l, c_r, sa_stub)
+        vcm = float(opts["sa_vcm"])
+        if vcm <= 0:
+            from charact.hier.composed import typical_vcm
+
+            vcm = round(typical_vcm(model, design), 2)
+        t_avail = cfg.t_clk / 2 - 3 * cfg.t_edge
+        if opts["sa_offset"] == "mc":
+            span = float(opts["sa_vcm_span"])
+            # the offset of a device grows as the common mode falls (about 20 -> 13 mV
+            # from 0.28 to 0.46 V at NOM): characterize around the typical decision
+            vcms = [round(vcm - span, 3), vcm, round(vcm + span, 3)] if span > 0 else [vcm]
+            rng, res = float(opts["sa_range"]), float(opts["sa_resolution"])
+            nom, sig, mean, all_offs, bounds = [], [], [], [], 0
+            for i, vc in enumerate(vcms):
+                nom.append(float(sa_offsets(nctx, design, vc, 1, rng, res / 8,
+                                            f"nom{i}")[0]))
+                offs = sa_offsets(mctx, design, vc, int(opts["sa_samples"]), rng, res,
+                                  f"mc{i}")
+                sig.append(float(offs.std(ddof=1)))
+                mean.append(float(offs.mean()))
+                all_offs.append(offs.tolist())
+                bounds += int((np.abs(offs) > rng - res).sum())
+            t0, tau = sa_delay(nctx, design, vcm, nom[vcms.index(vcm)])
+            sa = SAModel(vcms, nom, sig, mean, int(opts["sa_samples"]), t0, tau,
+                         sa_resolution(t0, tau, p.vdd, t_avail), bounds, "mc", all_offs)
+        else:
+            sa = sa_from_sweep(str(opts["sa_offset"]), p.corner, p.vdd, p.temp)
+            sa.resolution = sa_resolution(sa.t0, sa.tau, p.vdd, t_avail)
+        model.sa = sa
+    finally:
+        ctx.elapsed += nctx.elapsed + mctx.elapsed
+        ctx.decks += nctx.decks + mctx.decks
+    model.info = {"cell_seed": int(opts["cell_seed"]), "cell_samples": int(opts["cell_samples"]),
+                  "sa_samples": int(opts["sa_samples"]), "sa_offset": str(opts["sa_offset"]),
+                  "simulator_seconds": nctx.elapsed + mctx.elapsed,
+                  "wall_seconds": time.perf_counter() - t_start,
+                  "decks": len(nctx.decks) + len(mctx.decks), "technology": ctx.tech.name}
+    from charact.hier.composed import calibrate_model
+
+    # the composed column's own calibration for this design, kept with its models
+    model.info["calibration"] = calibrate_model(model, design).row()
+    return model
+
+
+__all__ = ["CELL_OPTIONS", "PointModel", "SAModel", "STACKS", "StackModel",
+           "characterize_point", "check_cell_options", "line_capacitances", "mc_stacks",
+           "nominal_stacks", "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets",
+           "stack_models", "stack_sizes"]

@@ -1,0 +1,272 @@
+"""The composed column: a numerical replica-ramp IMA column built from cell-level models.
+
+One conversion, vectorized over many (numpy), on the timeline of
+:class:`charact.blocks.column_netlist.ColumnConfig`:
+
+1. **MAC phase.** Every conducting read stack k of a line (the lean column's set: input
+   sign x ternary digit picks the stack and the bitline) sinks ``f_k * I(V)`` for its
+   pulse ``|x| * scale * t_unit`` (plus its edge term), where ``I(V)`` is the
+   nominal on-current against the bitline voltage and ``f_k = exp(mu + sigma z_k)`` its
+   device's mismatch factor. ``C dV/dt = -I(V) sum_k f_k`` is separable, so the line
+   voltage after the phase is ``psi^-1(psi(v_pre) + sum_k f_k t_k / C)`` with
+   ``psi(V) = int dV / I``: exact for any pattern, including the fall of the current as
+   the line drops.
+2. **Calibration.** The merged calibration stack pulls RBL_R for ``t_cal``.
+3. **Ramp.** Ramp row j pulls RBL_L for ``t_step`` with its own factor; then the SA
+   compares: crossed when ``V(RBL_R) - V(RBL_L)`` exceeds its offset (nominal offset +
+   sigma z at the common mode of that decision) by more than the smallest overdrive it
+   resolves in the half-cycle (from its delay fit). Code = 31 - first crossing cycle.
+4. **Leakage** of every stack that is present and off (the replica rows, the merged
+   calibration stack, MAC stacks after their pulse) is integrated phase by phase from
+   the nominal leakage curves; its mismatch is neglected (a few tenths of a millivolt).
+
+Each line's capacitance is ``c_rbl`` + the measured parasitics (SA input, precharge
+switch, replica stacks) + the drain capacitance of the MAC stacks on it.
+
+A die (one Monte-Carlo job) draws one standard score per device: four read stacks per
+cell position (so a cell reads with the same device every time it conducts through it),
+32 ramp rows, the calibration stack and the SA of every column; all decks of the job
+convert on that same die. Not modelled: SA kickback onto the bitlines, SA noise, RWL
+wire delay; the report of the validation says how much that matters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from charact.blocks.column import Design
+from charact.blocks.column_netlist import N_CODES, N_RAMP, W_MAX
+from charact.calibration import Calibration
+from charact.hier.cells import PointModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Die:
+    """Standard scores of every device of an array of ``n_cols`` columns."""
+
+    z_mac: np.ndarray  # (n_cols, n_dims, 3, 4): stacks lp, ln, rp, rn of each cell
+    z_rep: np.ndarray  # (n_cols, 32)
+    z_cal: np.ndarray  # (n_cols,)
+    z_sa: np.ndarray  # (n_cols,)
+    scale: float = 1.0  # multiplies every spread; 0 = the nominal circuit
+
+
+def draw_die(rng: np.random.Generator, n_cols: int, n_dims: int,
+             scale: float = 1.0) -> Die:
+    """One Monte-Carlo die."""
+    return Die(rng.standard_normal((n_cols, n_dims, 3, 4)),
+               rng.standard_normal((n_cols, N_RAMP)), rng.standard_normal(n_cols),
+               rng.standard_normal(n_cols), float(scale))
+
+
+def nominal_die(n_cols: int, n_dims: int) -> Die:
+    """The circuit without mismatch."""
+    return Die(np.zeros((n_cols, n_dims, 3, 4)), np.zeros((n_cols, N_RAMP)),
+               np.zeros(n_cols), np.zeros(n_cols), 0.0)
+
+
+@dataclasses.dataclass
+class Result:
+    """Conversions of a batch (B conversions)."""
+
+    decisions: np.ndarray  # (B, 32) bool
+    levels_l: np.ndarray  # (B, 33): V(RBL_L) at the ramp start and after each step
+    levels_r: np.ndarray
+    v_l_mac: np.ndarray  # (B,) after the MAC phase
+    v_r_mac: np.ndarray
+    vcm: np.ndarray  # (B, 32) common mode of each decision
+
+    @property
+    def cross(self) -> np.ndarray:
+        any_ = self.decisions.any(axis=1)
+        return np.where(any_, self.decisions.argmax(axis=1), -1)
+
+    @property
+    def code(self) -> np.ndarray:
+        c = self.cross
+        return np.where(c >= 0, N_CODES - 1 - c, 0)
+
+
+def _digits(w: np.ndarray) -> np.ndarray:
+    """Ternary digits (..., 3) of signed 4-bit weights, scales 1, 2, 4."""
+    s = np.sign(w)
+    m = np.abs(w)
+    return np.stack([s * (m & 1), s * ((m >> 1) & 1), s * ((m >> 2) & 1)], axis=-1)
+
+
+def convert(model: PointModel, design: Design, x: np.ndarray, w: np.ndarray,
+            col: np.ndarray, die: Die, t_cal: float, t_step: float) -> Result:
+    """Convert B patterns: ``x`` (B, n) inputs in -31..31, ``w`` (B, n) weights in -7..7,
+    ``col`` (B,) the column of ``die`` each conversion runs on."""
+    cfg = design.cfg
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    col = np.asarray(col, dtype=np.int64)
+    if np.abs(w).max(initial=0) > W_MAX:
+        raise ValueError("weights outside -7..7")
+    mac_m, rep_m, cal_m = (model.stacks[k] for k in ("mac", "rep", "cal"))
+    s = die.scale
+    # -- MAC phase: which stack of each cell conducts, onto which line, for how long
+    t = _digits(w)  # (B, n, 3)
+    xs = x[:, :, None]
+    prod = np.sign(t) * np.sign(xs)
+    on_l, on_r = prod > 0, prod < 0
+    pulse = np.abs(xs) * np.asarray(cfg.scales)[None, None, :] * cfg.t_unit
+    # stack index: 0 lp (Q_L, RWL+) 1 ln (Q_L, RWL-) 2 rp (Q_R, RWL+) 3 rn (Q_R, RWL-)
+    k = 2 * (t < 0) + (xs < 0)
+    z = np.take_along_axis(die.z_mac[col], k[..., None], axis=-1)[..., 0]
+    f = np.exp(s * (mac_m.mu_ln + mac_m.sigma_ln * z))
+    q = f * mac_m.t_eff(pulse)
+    n_l = on_l.sum(axis=(1, 2))
+    n_r = on_r.sum(axis=(1, 2))
+    if cfg.storage == "lean":
+        c_l = cfg.c_rbl + model.c_par_l + n_l * mac_m.c_drain
+        c_r = cfg.c_rbl + model.c_par_r + n_r * mac_m.c_drain
+        leak_l_n, leak_r_n = n_l, n_r
+    else:  # every cell's four stacks are there: two on each line
+        n_all = 6 * cfg.n_dims
+        c_l = cfg.c_rbl + model.c_par_l + n_all * mac_m.c_drain
+        c_r = cfg.c_rbl + model.c_par_r + n_all * mac_m.c_drain
+        leak_l_n = leak_r_n = np.full(x.shape[0], n_all)
+    v0 = np.full(x.shape[0], model.v_pre)
+    v_l = mac_m.discharge(v0, (q * on_l).sum(axis=(1, 2)), c_l)
+    v_r = mac_m.discharge(v0, (q * on_r).sum(axis=(1, 2)), c_r)
+    # leakage over the MAC phase (from the precharge release)
+    t_phase = cfg.t_cal0() - (cfg.t_pre + cfg.t_edge)
+    on_time_l = (pulse * on_l).sum(axis=(1, 2))
+    on_time_r = (pulse * on_r).sum(axis=(1, 2))
+    i_mac_off = mac_m.leak(v0)
+    v_l = v_l - (i_mac_off * (leak_l_n * t_phase - on_time_l)
+                 + N_RAMP * rep_m.leak(v0) * t_phase) / c_l
+    v_r = v_r - (i_mac_off * (leak_r_n * t_phase - on_time_r)
+                 + cal_m.leak(v0) * t_phase) / c_r
+    v_l_mac, v_r_mac = v_l.copy(), v_r.copy()
+
+    def leak(vl: np.ndarray, vr: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        il = leak_l_n * mac_m.leak(vl) + N_RAMP * rep_m.leak(vl)
+        ir = leak_r_n * mac_m.leak(vr) + cal_m.leak(vr)
+        return vl - il * dt / c_l, vr - ir * dt / c_r
+
+    # -- calibration: the merged calibration rows pull RBL_R
+    f_cal = np.exp(s * (cal_m.mu_ln + cal_m.sigma_ln * die.z_cal[col]))
+    v_r = cal_m.discharge(v_r, f_cal * cal_m.t_eff(t_cal), c_r)
+    v_l, v_r = leak(v_l, v_r, cfg.cal_cycles(t_cal) * cfg.t_clk)
+    # -- ramp and decisions
+    f_rep = np.exp(s * (rep_m.mu_ln + rep_m.sigma_ln * die.z_rep[col]))  # (B, 32)
+    z_sa = die.z_sa[col] * s
+    levels_l = np.empty((x.shape[0], N_RAMP + 1))
+    levels_r = np.empty_like(levels_l)
+    levels_l[:, 0], levels_r[:, 0] = v_l, v_r
+    dec = np.zeros((x.shape[0], N_RAMP), dtype=bool)
+    vcm = np.empty((x.shape[0], N_RAMP))
+    sa = model.sa
+    for j in range(N_RAMP):
+        v_l = rep_m.discharge(v_l, f_rep[:, j] * rep_m.t_eff(t_step), c_l)
+        v_l, v_r = leak(v_l, v_r, cfg.t_clk / 2)
+        levels_l[:, j + 1], levels_r[:, j + 1] = v_l, v_r
+        vcm[:, j] = 0.5 * (v_l + v_r)
+        over = (v_r - v_l) - sa.offset_at(vcm[:, j], z_sa)
+        dec[:, j] = over > sa.resolution
+        v_l, v_r = leak(v_l, v_r, cfg.t_clk / 2)
+    return Result(dec, levels_l, levels_r, v_l_mac, v_r_mac, vcm)
+
+
+def _root(g, lo: float, hi: float, xtol: float = 1e-15, max_iter: int = 100) -> float:
+    """Root of a monotonic ``g`` bracketed by [lo, hi] (Illinois regula falsi; scipy's
+    optimizer would cost seconds of import in every worker)."""
+    g_lo, g_hi = g(lo), g(hi)
+    if g_lo == 0:
+        return lo
+    if g_hi == 0:
+        return hi
+    if (g_lo > 0) == (g_hi > 0):
+        raise ValueError("composed calibration: the target is not bracketed")
+    side = 0
+    for _ in range(max_iter):
+        x = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
+        gx = g(x)
+        if gx == 0 or hi - lo < xtol:
+            return x
+        if (gx > 0) == (g_lo > 0):
+            lo, g_lo = x, gx
+            if side == -1:
+                g_hi /= 2
+            side = -1
+        else:
+            hi, g_hi = x, gx
+            if side == 1:
+                g_lo /= 2
+            side = 1
+        if abs(gx) < 1e-12:  # volts: far below any bench resolution
+            return x
+    return x
+
+
+def calibrate_model(model: PointModel, design: Design) -> Calibration:
+    """The calibration procedure of :mod:`charact.calibration` on the nominal composed
+    column: ``t_cal`` balances a column of MAC = mac_hi at the ramp start, ``t_step``
+    balances a column of MAC = mac_lo after 32 steps (same patterns)."""
+    from charact.calibration import calibration_patterns
+
+    x, w = calibration_patterns(design)
+    m_hi, m_lo = (int(v) for v in w @ x)
+    xx = np.stack([x, x])
+    col = np.array([0, 1])
+    die = nominal_die(2, design.cfg.n_dims)
+    est = design.lsb * design.cfg.t_unit / design.cfg.rep_ratio
+
+    def run(t_cal: float, t_step: float) -> Result:
+        return convert(model, design, xx, w, col, die, t_cal, t_step)
+
+    r0 = run(16 * est, est)
+    d = r0.v_l_mac - r0.v_r_mac
+    a = float((d[1] - d[0]) / (m_hi - m_lo))
+    if not a > 0:
+        raise ValueError(f"composed calibration: no MAC discharge difference (a = {a:.3g})")
+    target_hi = a * (design.mac_hi - m_hi)
+    target_lo = a * (design.mac_lo - m_lo)
+
+    def g_cal(tc: float) -> float:
+        r = run(tc, est)
+        return float(r.levels_l[0, 0] - r.levels_r[0, 0] - target_hi)
+
+    hi = 64 * est
+    while g_cal(hi) < 0 and hi < 1e-6:
+        hi *= 2
+    t_cal = _root(g_cal, 0.0, hi)
+
+    def g_step(ts: float) -> float:
+        r = run(t_cal, ts)
+        return float(r.levels_l[1, -1] - r.levels_r[1, -1] - target_lo)
+
+    top = 4 * est
+    while g_step(top) > 0 and top < design.cfg.t_clk:
+        top *= 2
+    t_step = _root(g_step, 0.0, top)
+    return Calibration(float(t_cal), float(t_step), a, a * design.lsb, 0.0, 0.0, 0)
+
+
+def typical_vcm(model: PointModel, design: Design, n: int = 64, seed: int = 7) -> float:
+    """Median common mode of the SA decisions at the crossing, over stratified random
+    patterns on the nominal composed column (the SA is characterized there)."""
+    from charact.blocks.column import draw_patterns
+
+    cal = calibrate_model(model, design)
+    rng = np.random.default_rng(seed)
+    decks = draw_patterns(rng, design, "stratified", 8, max(1, n // 8))
+    x = np.concatenate([np.repeat(xd[None, :], wd.shape[0], 0) for xd, wd in decks])
+    w = np.concatenate([wd for _, wd in decks])
+    col = np.tile(np.arange(8), len(decks))
+    r = convert(model, design, x, w, col, nominal_die(8, design.cfg.n_dims), cal.t_cal,
+                cal.t_step)
+    c = r.cross
+    vc = np.where(c >= 0, r.vcm[np.arange(c.size), np.maximum(c, 0)], r.vcm[:, -1])
+    v = float(np.median(vc))
+    return v if math.isfinite(v) else model.v_pre - 0.1
+
+
+__all__ = ["Die", "Result", "calibrate_model", "convert", "draw_die", "nominal_die",
+           "typical_vcm"]
