@@ -328,6 +328,19 @@ def test_accuracy_command_end_to_end(tmp_path):
     for name in ("accuracy.md", "provenance.json", "fig3_accuracy_vs_k.png",
                  "fig4c_subtopk.png", "fig4b_error.png"):
         assert (run / name).is_file(), name
+    assert not table["reused"].any()
+    # a second run reuses the saved models: no training, the same clean accuracies
+    rc = main(["accuracy", "--dataset", "digits", "--epochs", "1", "--n-train", "300",
+               "--n-test", "60", "--k", "2", "all", "--seeds", "0", "--crossbar", "none",
+               "--dim", "16", "--heads", "2", "--depth", "1", "--jobs", "1",
+               "--scheme", "tfcbp", "full", "--reuse", str(run),
+               "--run", "t2", "--out", str(tmp_path / "acc")])
+    assert rc == 0
+    again = pd.read_parquet(tmp_path / "acc" / "t2" / "accuracy.parquet")
+    assert again["reused"].all()
+    both = again.merge(table, on="run_id", suffixes=("", "_first"))
+    assert len(both) == len(again) >= 2
+    assert (both["accuracy"] == both["accuracy_first"]).all()
 
 
 def test_accuracy_command_bad_input(tmp_path, capsys):
@@ -342,3 +355,95 @@ def test_accuracy_command_bad_input(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+# --- crossbars scaled from the paper, calibration, training ----------------------------
+
+def test_paper_crossbars_scale_to_the_vit():
+    from charact.attention.accuracy import Crossbar, parse_crossbar, resolve_crossbar
+
+    p128 = resolve_crossbar(parse_crossbar("paper128"), d_k=16, n_keys=65)
+    p256 = resolve_crossbar(parse_crossbar("paper256"), d_k=16, n_keys=65)
+    assert (p128.rows, p128.cols, p128.label) == (80, 22, "paper128=80x22")
+    assert (p256.rows, p256.cols) == (112, 44)
+    # the paper's own geometry (d_k 64, 384 keys) comes back as 128x128 and 256x256
+    b128 = resolve_crossbar(Crossbar(paper=128), 64, 384)
+    b256 = resolve_crossbar(Crossbar(paper=256), 64, 384)
+    assert (b128.rows, b128.cols, b256.rows, b256.cols) == (128, 128, 256, 256)
+    # same K precision and the same k_i split as the paper's crossbars
+    cfg128 = AttentionConfig.hardware(k=5, crossbar_rows=p128.rows, crossbar_cols=p128.cols)
+    cfg256 = AttentionConfig.hardware(k=5, crossbar_rows=p256.rows, crossbar_cols=p256.cols)
+    assert cfg128.k_cells(16) == 1 and cfg256.k_cells(16) == 3
+    assert crossbar_k_split(65, 5, p128.cols) == [2, 2, 1]
+    assert crossbar_k_split(65, 5, p256.cols) == [3, 2]
+    with pytest.raises(UserError, match="paper"):
+        parse_crossbar("paper512")
+
+
+def test_ramp_topk_long_rows_match_brute_force():
+    # rows of >= 128 keys take torch.topk, short rows the max-below loop: same rule
+    g = torch.Generator().manual_seed(11)
+    for n in (23, 130):
+        codes = torch.randint(0, 6, (6, n), generator=g)
+        sel = ramp_topk(codes, 7, 8).selected
+        for r in range(6):
+            order = sorted((-int(codes[r, j]), j) for j in range(n))
+            assert torch.nonzero(sel[r]).flatten().tolist() == sorted(j for _, j in order[:7])
+
+
+def test_ramp_window_is_per_head_and_from_quantiles():
+    from charact.attention.pipeline import RAMP_START_QUANTILE, batch_ranges
+
+    q, k, v = _qkv(b=8, h=3, lq=40, lk=40, d=8, seed=9)
+    q = q * torch.tensor([0.5, 1.0, 3.0]).view(1, 3, 1, 1)  # heads of different spread
+    scores = q @ k.transpose(-2, -1)
+    r = batch_ranges(scores, None, q, k, v, None)
+    assert r["qk_hi"].shape == (3, 1, 1) and r["qk_lo"].shape == (3, 1, 1)
+    hi = r["qk_hi"].flatten()
+    assert hi[0] < hi[1] < hi[2]
+    row_max = scores.amax(-1)  # (B, H, Lq)
+    above = (row_max > r["qk_hi"].view(1, 3, 1)).double().mean(dim=(0, 2))
+    assert bool((above <= 1 - RAMP_START_QUANTILE + 0.01).all())
+    lo_frac = (scores < r["qk_lo"]).double().mean(dim=(0, 2, 3))
+    assert bool((lo_frac < 0.02).all())
+
+
+def _tiny_images(n=96, seed=0):
+    from charact.attention.data import ImageData
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.3
+    x[:, 0, :4, :4] += y.view(-1, 1, 1).float()  # learnable signal
+    return ImageData("tiny", x, y, x[:32], y[:32], 8, 2, 3)
+
+
+def test_training_calibrates_like_evaluation_and_warms_up_with_softmax():
+    from charact.attention.training import TrainConfig, train_model, vit_config_for
+
+    data = _tiny_images()
+    vit = vit_config_for(data, dim=16, depth=1, heads=2)
+    cfg = AttentionConfig.hardware(k=3)
+    train = TrainConfig(epochs=2, batch_size=32, softmax_warmup_frac=0.5)
+    model, info = train_model(data, vit, cfg, train, seed=0)
+    assert info["softmax_warmup_steps"] == 3 and len(info["epoch_loss"]) == 2
+    assert info["max_grad_norm"] > 0
+    attn = model.attention_layers()[0]
+    assert attn.config.k == 3  # TFCBP after the warm-up, and at evaluation
+    assert attn.qk_hi.shape == (2, 1, 1) and bool((attn.qk_hi > attn.qk_lo).all())
+    # "running": a training-mode forward quantizes with the same calibration as evaluation;
+    # "sample" (the default) with each sample's own ranges
+    xb = data.x_test[:8]
+    with torch.no_grad():
+        out_eval = model(xb)
+        model.train()
+        model.set_train_calibration("running")
+        out_running = model(xb)  # (a training forward updates the calibration after use)
+        model.set_train_calibration("sample")
+        out_sample = model(xb)
+        model.eval()
+    assert torch.allclose(out_eval, out_running, atol=1e-6)
+    assert not torch.allclose(out_eval, out_sample, atol=1e-4)
+    # a TFCBP model whose k covers nothing to select never switches
+    _, info_full = train_model(data, vit, AttentionConfig.hardware(k=None), train, seed=0)
+    assert info_full["softmax_warmup_steps"] == 0

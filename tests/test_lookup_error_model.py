@@ -14,7 +14,7 @@ from scipy import stats
 from charact.errors import UserError
 from charact.lookup import PVT, CodeErrorTable, ErrorModel, error_model_from_samples
 from charact.lookup import fileformat as ff
-from charact.lookup.error_model import _RAND_BITS, _alias_tables
+from charact.lookup.error_model import _RAND_BITS, _alias_tables, alias_entry
 
 N_CODES = 32
 MU, SIGMA = 0.4, 1.3
@@ -94,8 +94,10 @@ def test_alias_tables_reproduce_the_probabilities_exactly(n_codes):
     m = 1 << k
     one = 1 << (_RAND_BITS - k)
     entries = packed.reshape(n_codes, m).astype(np.int64)
-    keep = (entries >> k) / one
-    alias = entries & (m - 1)
+    # stored: (threshold - 1) << k | (alias XOR column)
+    keep = ((entries >> k) + 1) / one
+    alias = (entries & (m - 1)) ^ np.arange(m)
+    assert alias_entry(packed, k, 1, 2) == (keep[1, 2] * one, alias[1, 2])
     implied = np.zeros((n_codes, m))
     for r in range(n_codes):
         np.add.at(implied[r], np.arange(m), keep[r] / m)
@@ -295,3 +297,23 @@ def test_large_models_use_a_checked_sidecar(tmp_path, model):
     side.unlink()
     with pytest.raises(UserError, match="missing"):
         ErrorModel.load(path)
+
+
+@pytest.mark.torch
+def test_torch_sampling_across_blocks(model, monkeypatch):
+    """The torch sampler works in blocks; block edges must not bias or repeat draws."""
+    torch = pytest.importorskip("torch")
+    import charact.lookup.error_model as em
+
+    table = model.table()
+    ideal = torch.full((40_001,), 15, dtype=torch.int32)
+    ideal[::2] = 3
+    whole = table.sample(ideal, torch.Generator().manual_seed(5))
+    monkeypatch.setattr(em, "_BLOCK", 999)  # odd: blocks split the 64-bit words too
+    blocks = table.sample(ideal, torch.Generator().manual_seed(5))
+    flat_ideal = ideal.numpy().astype(np.int64)
+    for out in (whole, blocks):
+        flat = out.numpy().astype(np.int64)
+        assert min(_chi_square_p(flat, flat_ideal, table, c) for c in (3, 15)) > 1e-4
+    # neighbouring blocks draw fresh words: no block repeats the one before it
+    assert not torch.equal(blocks[:999], blocks[999:1998])

@@ -12,17 +12,33 @@ processes:
 * each error model is injected at evaluation (Q.K^T and A.V codes) into the TFCBP model at
   ``error_k`` and into the full-softmax model (Fig. 4(b)).
 
-Full mode (the default of ``charact accuracy``): Fashion-MNIST, all 60k training images,
-3 epochs, k = 1 2 5 10 20 all, the three schemes, crossbars none/128/256, seeds 0 1 2:
-24 trainings of about 10-15 CPU-minutes each at 1 thread, i.e. several hours on 2 cores;
-``--n-train``, ``--epochs``, ``--k``, ``--seeds`` and ``--crossbar`` cut it down. With
-d_k = 16 and 65 tokens a 128- or 256-column crossbar holds a whole head, so the sub-top-k
-study on this ViT needs narrower crossbars (e.g. ``--crossbar none 128x32 128x16``).
-``--quick`` runs scikit-learn digits with 1 seed and 3 k values in about a minute.
+Full mode (the default of ``charact accuracy``): Fashion-MNIST, the first 20k training
+images, 3 epochs (AdamW, lr 2e-3 with warm-up and cosine decay, gradient clipping, 5 % full-softmax
+warm-up before TFCBP: :class:`charact.attention.training.TrainConfig`), k = 1 2 5 10 20 all,
+the three schemes, crossbars none/paper128/paper256, seeds 0 1 2: 24 trainings of about
+3 CPU-minutes each at 1 thread (all 60k images and more epochs raise every accuracy by a
+few points at proportionally more time). ``--n-train``, ``--epochs``, ``--k``, ``--seeds`` and
+``--crossbar`` cut it down; the Fig. 3 core (``--k 5 all --crossbar none``: full, TFCBP and
+inference-only at k = 5 over 3 seeds, 6 trainings) is the one the defaults were chosen for.
+
+Crossbar axis (Fig. 4(c)). The paper splits BERT's 384 keys (head size 64) over 128- or
+256-column crossbars, and the rows left after the 64 replica rows set K's precision (128
+rows: 1 ternary cell per weight; 256 rows: 3 cells). On this ViT (d_k = 16, 65 tokens) a
+literal 128x128 or 256x256 crossbar holds a whole head at full precision, so nothing would
+change. ``paper128`` and ``paper256`` scale the paper's crossbars to the model
+(:func:`resolve_crossbar`): the same K precision and the same fraction of the keys per
+crossbar, hence the same k_i split (paper128 = 80x22: 3 crossbars, ternary K, k_i = 2, 2, 1;
+paper256 = 112x44: 2 crossbars, 15-level K, k_i = 3, 2). Literal sizes (``R`` or ``RxC``)
+remain available.
+``--quick`` runs scikit-learn digits with 1 seed and 3 k values in well under a minute.
 
 Outputs in ``results/accuracy/<run>/``: ``accuracy.parquet`` + ``accuracy.md``, the
 figures ``fig3_accuracy_vs_k.png``, ``fig4c_subtopk.png``, ``fig4b_error.png``,
-``selection_stats.parquet`` (ramp statistics per query) and ``provenance.json``.
+``selection_stats.parquet`` (ramp statistics per query), ``provenance.json``, and
+``models/`` (each trained model's weights and training summary, keyed by a hash of
+everything that decides them). ``reuse`` (``--reuse RUN_DIR``) loads a matching model from
+an earlier run instead of training it, so e.g. a new error model's Fig. 4(b) experiment
+costs only the evaluations.
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ import platform
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,13 +69,23 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class Crossbar:
-    """A crossbar of ``rows`` x ``cols`` cells (None = unlimited)."""
+    """A crossbar of ``rows`` x ``cols`` cells (None = unlimited).
+
+    ``paper``: a crossbar of the paper's Fig. 4(c) (128 or 256, square) scaled to the
+    model, resolved by :func:`resolve_crossbar` once the head size and token count are
+    known (rows and cols are None until then).
+    """
 
     rows: int | None = None
     cols: int | None = None
+    paper: int | None = None
 
     @property
     def label(self) -> str:
+        if self.paper is not None:
+            if self.rows is None:
+                return f"paper{self.paper}"
+            return f"paper{self.paper}={self.rows}x{self.cols}"
         if self.rows is None and self.cols is None:
             return "none"
         if self.rows == self.cols:
@@ -67,15 +93,50 @@ class Crossbar:
         return f"{self.rows}x{self.cols}"
 
 
+# The paper's BERT setting (Sec. IV-B, Fig. 4(c)): head size 64, 384 keys (SQuAD), 64
+# replica rows per column; a 128-row crossbar leaves 64 MAC rows = 1 ternary cell per K
+# weight, a 256-row one 192 = 3 cells (15 levels); 384 keys on 128 columns = 3 crossbars.
+PAPER_D_K = 64
+PAPER_KEYS = 384
+PAPER_SIZES = (128, 256)
+
+
+def resolve_crossbar(xb: Crossbar, d_k: int, n_keys: int, replica_rows: int = 64,
+                     max_cells: int = 3) -> Crossbar:
+    """A ``paper`` crossbar scaled to a model with head size ``d_k`` and ``n_keys`` keys.
+
+    Rows keep the paper's K precision: ``replica_rows + d_k * cells`` with the paper's
+    cells per weight, ``(size - 64) // 64`` (128 -> 1 ternary cell, 256 -> 3 cells). Columns
+    keep the paper's split of the keys: ``ceil(n_keys * size / 384)`` (128 -> thirds,
+    256 -> two thirds + one third), so the per-crossbar k_i of k = 5 are the paper's
+    2, 2, 1 and 3, 2. On this ViT (d_k = 16, 65 keys): paper128 = 80x22 (22 + 22 + 21
+    keys), paper256 = 112x44 (44 + 21 keys). Other crossbars come back unchanged.
+    """
+    if xb.paper is None:
+        return xb
+    cells = min(max_cells, (xb.paper - replica_rows) // PAPER_D_K)
+    rows = replica_rows + d_k * cells
+    cols = -(-n_keys * xb.paper // PAPER_KEYS)
+    return Crossbar(rows, cols, xb.paper)
+
+
 def parse_crossbar(text: str) -> Crossbar:
-    """``none``, ``R`` (square R x R) or ``RxC``."""
+    """``none``, ``R`` (square R x R), ``RxC``, or ``paper128``/``paper256`` (scaled)."""
     t = text.strip().lower()
     if t in ("none", "global", ""):
         return Crossbar()
+    m = re.fullmatch(r"paper(\d+)", t)
+    if m:
+        size = int(m.group(1))
+        if size not in PAPER_SIZES:
+            raise UserError(f"bad crossbar size {text!r}; the paper's sizes are "
+                            f"{', '.join(f'paper{p}' for p in PAPER_SIZES)}")
+        return Crossbar(paper=size)
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", t)
     if not m:
         raise UserError(
-            f"bad crossbar size {text!r}; use none, R (square) or RxC, e.g. 256 or 128x32"
+            f"bad crossbar size {text!r}; use none, R (square), RxC (e.g. 256 or 128x32) "
+            "or paper128/paper256"
         )
     rows = int(m.group(1))
     cols = int(m.group(2)) if m.group(2) else rows
@@ -116,12 +177,14 @@ class SweepSpec:
     heads: int = 4
     ks: tuple[int | None, ...] = (1, 2, 5, 10, 20, None)
     schemes: tuple[str, ...] = ("tfcbp", "inference", "full")
-    crossbars: tuple[Crossbar, ...] = (Crossbar(), Crossbar(128, 128), Crossbar(256, 256))
+    crossbars: tuple[Crossbar, ...] = (Crossbar(), Crossbar(paper=128), Crossbar(paper=256))
+    softmax_warmup: float = 0.05
     crossbar_k: int = 5
     error_models: tuple[str, ...] = ()
     error_k: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
     stats_queries: int = 16
+    reuse: str | None = None
     jobs: int = 2
     threads: int = 1
     out_root: str = "results/accuracy"
@@ -205,13 +268,52 @@ def case_id(case: EvalCase, seed: int) -> str:
     return f"{case.scheme}-k{k}-xb{case.crossbar.label}-err{case.error}-s{seed}"
 
 
-def run_job(spec: SweepSpec, job: TrainJob) -> tuple[list[dict], pd.DataFrame]:
-    """Train one model and evaluate its cases; returns result rows and selection stats."""
+def model_key(spec: SweepSpec, job: TrainJob, vit: Any, train: TrainConfig) -> str:
+    """Content hash of everything that decides a trained model's weights."""
+    cfg = {k: v for k, v in asdict(job.train_config).items()
+           if k not in ("error_model", "av_error")}
+    blob = json.dumps({"dataset": spec.dataset, "n_train": spec.n_train, "vit": asdict(vit),
+                       "train": asdict(train), "attention": cfg, "seed": job.seed,
+                       "torch": torch.__version__}, sort_keys=True, default=str)
+    # (the ViT's train_calibration is always its default "sample" in these sweeps)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _trained_model(spec: SweepSpec, job: TrainJob, data: Any, vit: Any, train: TrainConfig,
+                   out: Path | None) -> tuple[Any, dict]:
+    """Train the job's model, or load it from ``spec.reuse``'s ``models/`` when a model with
+    the same :func:`model_key` is there; a trained model is saved to ``out/models/``."""
+    from charact.attention.vit import TopkimaViT
+
+    name = f"{job.label}-s{job.seed}-{model_key(spec, job, vit, train)}"
+    if spec.reuse is not None:
+        src = Path(spec.reuse) / "models"
+        if (src / f"{name}.pt").is_file() and (src / f"{name}.json").is_file():
+            model = TopkimaViT(vit)
+            model.load_state_dict(torch.load(src / f"{name}.pt", weights_only=True))
+            model.set_attention(job.train_config)
+            model.eval()
+            info = json.loads((src / f"{name}.json").read_text())
+            return model, {**info, "reused_from": str(src / f"{name}.pt")}
+    model, info = train_model(data, vit, job.train_config, train, seed=job.seed)
+    if out is not None:
+        (out / "models").mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "models" / f"{name}.pt", lambda p: torch.save(model.state_dict(), p))
+        _atomic_write(out / "models" / f"{name}.json", lambda p: Path(p).write_text(
+            json.dumps(info, indent=1, default=str)))
+    return model, info
+
+
+def run_job(spec: SweepSpec, job: TrainJob, out: Path | None = None
+            ) -> tuple[list[dict], pd.DataFrame]:
+    """Train (or reuse) one model and evaluate its cases; returns result rows and selection
+    stats. The trained model is kept in ``out/models/`` for later evaluations (``reuse``)."""
     torch.set_num_threads(spec.threads)
     data = load_dataset(spec.dataset, spec.n_train, spec.n_test, spec.data_root)
     vit = vit_config_for(data, spec.dim, spec.depth, spec.heads)
-    train = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
-    model, info = train_model(data, vit, job.train_config, train, seed=job.seed)
+    train = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                        softmax_warmup_frac=spec.softmax_warmup)
+    model, info = _trained_model(spec, job, data, vit, train, out)
     rows, frames = [], []
     for i, case in enumerate(job.cases):
         t0 = time.perf_counter()
@@ -225,6 +327,9 @@ def run_job(spec: SweepSpec, job: TrainJob) -> tuple[list[dict], pd.DataFrame]:
             "n_train": info["n_train"], "epochs": spec.epochs,
             "train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
             "final_loss": info["final_loss"],
+            "epoch_loss": ",".join(f"{v:.4f}" for v in info["epoch_loss"]),
+            "max_grad_norm": info["max_grad_norm"],
+            "reused": "reused_from" in info,
         })
         if len(stats):
             stats.insert(0, "run_id", rid)
@@ -241,7 +346,14 @@ def run_job(spec: SweepSpec, job: TrainJob) -> tuple[list[dict], pd.DataFrame]:
 def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) -> Path:
     """Run every job (``spec.jobs`` processes) and write the run folder; returns it."""
     tables = load_error_tables(spec.error_models)
-    load_dataset(spec.dataset, 1, 1, spec.data_root)  # fail early, before any training
+    probe = load_dataset(spec.dataset, 1, 1, spec.data_root)  # fail early, before training
+    vit = vit_config_for(probe, spec.dim, spec.depth, spec.heads)
+    spec = replace(spec, crossbars=tuple(
+        resolve_crossbar(xb, spec.dim // spec.heads, vit.n_tokens) for xb in spec.crossbars))
+    for xb in spec.crossbars:
+        if xb.rows is not None:
+            # fail before training: the rows must leave a cell for every K weight
+            _hw(spec.crossbar_k, xb).k_cells(spec.dim // spec.heads)
     jobs = plan_jobs(spec, tables)
     out = Path(spec.out_root) / spec.run
     log(f"accuracy run {spec.run!r}: {len(jobs)} trainings on {spec.dataset}, "
@@ -251,10 +363,10 @@ def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) 
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=spec.jobs, verbose=0, return_as="generator")(
-            delayed(run_job)(spec, j) for j in jobs
+            delayed(run_job)(spec, j, out) for j in jobs
         )
     else:
-        results = (run_job(spec, j) for j in jobs)
+        results = (run_job(spec, j, out) for j in jobs)
     rows, frames = [], []
     for i, (r, f) in enumerate(results, 1):
         rows.extend(r)
@@ -328,6 +440,11 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
+def spec_get(prov: dict, key: str) -> Any:
+    """A field of the run's spec from its provenance (``?`` if absent)."""
+    return prov.get("spec", {}).get(key, "?")
+
+
 def markdown_report(
     table: pd.DataFrame, stats: pd.DataFrame, prov: dict, figures: list[str]
 ) -> str:
@@ -343,7 +460,13 @@ def markdown_report(
         "Schemes: `tfcbp` = trained with top-k forward / full-softmax backward; `inference` = "
         "trained with the full softmax, top-k only at inference; `full` = full softmax. All "
         "with QAT (Q 5-bit magnitude + sign, K 15 levels, V 5-bit, A 5-bit) and the 5-bit "
-        "ramp ADC on Q.K^T.", "",
+        "ramp ADC on Q.K^T (window per head, from the running calibration). Crossbars "
+        "`paperR=RxC` are the paper's R x R crossbars scaled to this model (same K "
+        "precision and split of the keys).", "",
+        f"Training: AdamW, peak lr {spec_get(prov, 'lr')}, batch "
+        f"{spec_get(prov, 'batch_size')}, 5 % linear warm-up then cosine decay, gradient "
+        f"norm clipped to 1, the first {spec_get(prov, 'softmax_warmup')} of the steps of a "
+        "TFCBP model with the full softmax.", "",
         "| scheme | k | crossbar | error | accuracy % (mean) | std | seeds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -354,12 +477,14 @@ def markdown_report(
         lines += ["", "## Ramp statistics (per query and crossbar)", "",
                   "alpha = (stop cycle + 1) / n_codes; n_tied = keys crossing in the "
                   "stopping cycle.",
-                  "", "| run_id | alpha mean | alpha p10 | alpha p90 | n_tied mean | rows |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "", "| run_id | alpha mean | alpha p10 | alpha p50 | alpha p90 | "
+                  "n_tied mean | rows |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for rid, g in stats.groupby("run_id", sort=False):
             a = g["alpha"]
             lines.append(f"| {rid} | {a.mean():.3f} | {a.quantile(0.1):.3f} | "
-                         f"{a.quantile(0.9):.3f} | {g['n_tied'].mean():.2f} | {len(g)} |")
+                         f"{a.median():.3f} | {a.quantile(0.9):.3f} | "
+                         f"{g['n_tied'].mean():.2f} | {len(g)} |")
     if figures:
         lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

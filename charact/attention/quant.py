@@ -36,29 +36,62 @@ def k_max_level_from_cells(n_cells: int) -> int:
     return 2**n_cells - 1
 
 
-class _SteReplace(torch.autograd.Function):
-    """Forward: ``value``; backward: the gradient to ``x`` where ``lo <= x <= hi``, else 0."""
+class _SteMask(torch.autograd.Function):
+    """Forward: ``value``; backward: the gradient to ``x`` where ``inside``, else 0."""
 
     @staticmethod
-    def forward(ctx, x, value, lo, hi):  # type: ignore[override]
-        ctx.save_for_backward(x, lo, hi)
+    def forward(ctx, x, value, inside):  # type: ignore[override]
+        ctx.save_for_backward(inside)
         return value
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        x, lo, hi = ctx.saved_tensors
-        inside = (x >= lo) & (x <= hi)
-        return grad * inside, None, None, None
+        (inside,) = ctx.saved_tensors
+        return torch.where(inside, grad, 0.0), None, None
+
+
+class ForwardValue(torch.autograd.Function):
+    """Forward: ``value``; backward: the gradient passes to ``x`` unchanged.
+
+    TFCBP (paper III-B) uses it with ``x`` = the full softmax and ``value`` = the top-k
+    softmax: no extra pass over the probabilities, unlike ``x + (value - x).detach()``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, value):  # type: ignore[override]
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, None
 
 
 def _as(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(t, dtype=like.dtype, device=like.device)
 
 
-def _grid_levels(x: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, n_max: int) -> torch.Tensor:
-    """Integer levels (as floats) ``round((x - lo) / step)`` clipped to ``0..n_max``."""
+def grid_levels(
+    x: torch.Tensor, lo: torch.Tensor, step: torch.Tensor, n_max: int, need_inside: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Integer levels (as floats) ``round((x - lo) / step)`` clipped to ``0..n_max``.
+
+    With ``need_inside`` also the mask ``lo <= x <= lo + n_max * step`` (the straight-through
+    range): the clipped and unclipped ratios are equal exactly there, so one compare gives it.
+    """
     with torch.no_grad():
-        return torch.sub(x, lo).div_(step).round_().clamp_(0, n_max)
+        t = torch.sub(x, lo).div_(step)
+        if not need_inside:
+            return t.clamp_(0, n_max).round_(), None
+        lv = t.clamp(0, n_max)
+        inside = torch.eq(lv, t)
+        return lv.round_(), inside
+
+
+def ste_value(x: torch.Tensor, value: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``x`` where ``inside`` in the backward."""
+    if inside is None or not x.requires_grad:
+        return value
+    return _SteMask.apply(x, value, inside)
 
 
 def fake_quantize(
@@ -66,10 +99,8 @@ def fake_quantize(
 ) -> torch.Tensor:
     """``lo + step * {0..n_max}``, nearest level; straight-through gradient inside the range."""
     lo, step = _as(lo, x), _as(step, x).clamp_min(1e-12)
-    value = _grid_levels(x, lo, step, n_max).mul_(step).add_(lo)
-    if not x.requires_grad:
-        return value
-    return _SteReplace.apply(x, value, lo, lo + n_max * step)
+    lv, inside = grid_levels(x, lo, step, n_max, x.requires_grad)
+    return ste_value(x, lv.mul_(step).add_(lo), inside)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +129,19 @@ def adc_lsb(lo: torch.Tensor, hi: torch.Tensor, n_codes: int, like: torch.Tensor
     return ((_as(hi, like) - _as(lo, like)) / (n_codes - 1)).clamp_min(1e-12)
 
 
+def adc_levels(
+    x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Ideal ramp-ADC codes of ``x`` as exact integers in ``x``'s float dtype, and the
+    straight-through mask (None when ``x`` needs no gradient).
+
+    The float form feeds the top-k key and the dequantization without integer
+    conversions; :func:`adc_codes` gives the same codes as int32.
+    """
+    return grid_levels(x, _as(lo, x), adc_lsb(lo, hi, n_codes, x), n_codes - 1,
+                       x.requires_grad)
+
+
 def adc_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int) -> torch.Tensor:
     """Ideal ramp-ADC transfer: map ``[lo, hi]`` onto codes ``0..n_codes-1`` (round, clip).
 
@@ -105,21 +149,26 @@ def adc_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int)
     values outside the range clip to the end codes (a MAC above the ramp start crosses in
     the first cycle; one below the ramp end is taken in the last cycle).
     """
-    # int32 is enough for any code and halves the traffic of the error sampling
-    return _grid_levels(x, _as(lo, x), adc_lsb(lo, hi, n_codes, x), n_codes - 1).to(torch.int32)
+    lv, _ = grid_levels(x, _as(lo, x), adc_lsb(lo, hi, n_codes, x), n_codes - 1, False)
+    return lv.to(torch.int32)
 
 
 def adc_dequantize(
-    x: torch.Tensor, codes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int
+    x: torch.Tensor, codes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int,
+    inside: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Value of ``codes`` with a straight-through gradient to ``x`` inside ``[lo, hi]``.
 
-    ``codes`` may differ from the ideal codes of ``x`` (injected error): the forward value
-    is that of ``codes``, the gradient that of the clipped ``x``.
+    ``codes`` (integer, or float levels from :func:`adc_levels`) may differ from the ideal
+    codes of ``x`` (injected error): the forward value is that of ``codes``, the gradient
+    that of the clipped ``x``. ``inside`` is the mask from :func:`adc_levels` if at hand.
     """
     lo_t = _as(lo, x)
     lsb = adc_lsb(lo, hi, n_codes, x)
-    value = codes.to(x.dtype).mul_(lsb).add_(lo_t)
+    # integer codes times the float step: one pass, the conversion inside it
+    value = torch.mul(codes, lsb).add_(lo_t)
     if not x.requires_grad:
         return value
-    return _SteReplace.apply(x, value, lo_t, lo_t + (n_codes - 1) * lsb)
+    if inside is None:
+        _, inside = grid_levels(x, lo_t, lsb, n_codes - 1, True)
+    return _SteMask.apply(x, value, inside)

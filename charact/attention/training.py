@@ -31,13 +31,22 @@ SCHEMES = ("tfcbp", "inference", "full")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimizer and budget: ``epochs`` over the first ``n_train`` images."""
+    """Optimizer and budget: ``epochs`` over the first ``n_train`` images.
+
+    AdamW (``weight_decay`` on the weight matrices only, not on biases, norms, the CLS
+    token and position embeddings), the learning rate warmed up linearly over the first
+    ``warmup_frac`` of the steps and then decayed on a cosine to zero, gradients clipped to
+    a global norm of ``grad_clip``. A TFCBP model trains with the full softmax for the
+    first ``softmax_warmup_frac`` of the steps (see :func:`train_model`).
+    """
 
     epochs: int = 3
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    softmax_warmup_frac: float = 0.05
     n_train: int | None = None
 
 
@@ -58,14 +67,32 @@ def train_config_for_scheme(scheme: str, eval_config: AttentionConfig) -> Attent
     return base.with_(k=None, crossbar_cols=None)
 
 
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices and convolution kernels only (the usual ViT practice:
+    decaying norms, biases and embeddings only fights the normalisation)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and name not in ("pos", "cls") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
 def train_model(
     data: ImageData, vit: ViTConfig, attn: AttentionConfig, train: TrainConfig, seed: int,
     log: bool = False,
 ) -> tuple[TopkimaViT, dict]:
-    """Train a fresh ViT with ``attn`` in every layer; returns the model and a summary."""
+    """Train a fresh ViT with ``attn`` in every layer; returns the model and a summary.
+
+    Stability (TFCBP's forward and backward differ, and QAT adds straight-through
+    gradients): a linear learning-rate warm-up then cosine decay, AdamW, and gradient-norm
+    clipping. With top-k in ``attn``, the first ``softmax_warmup_frac`` of the steps use
+    the full softmax (same quantization and ADC): at initialisation the scores are nearly
+    flat, so which k keys the ramp keeps is decided by ties and noise, and the full-softmax
+    gradient TFCBP back-propagates is far from the top-k forward; once attention has
+    started to concentrate on a few keys the two agree and TFCBP takes over.
+    """
     torch.manual_seed(seed)
     model = TopkimaViT(vit)
-    model.set_attention(attn)
     x, y = data.x_train, data.y_train
     if train.n_train is not None:
         x, y = x[: train.n_train], y[: train.n_train]
@@ -73,7 +100,11 @@ def train_model(
     steps_per_epoch = math.ceil(n / train.batch_size)
     total = max(1, steps_per_epoch * train.epochs)
     warm = max(1, int(train.warmup_frac * total))
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    has_topk = attn.k is not None or attn.crossbar_cols is not None
+    softmax_steps = int(train.softmax_warmup_frac * total) if has_topk else 0
+    warm_attn = attn.with_(k=None, crossbar_cols=None)
+    model.set_attention(warm_attn if softmax_steps else attn)
+    opt = torch.optim.AdamW(_param_groups(model, train.weight_decay), lr=train.lr)
 
     def lr_at(step: int) -> float:
         if step < warm:
@@ -85,23 +116,35 @@ def train_model(
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.train()
-    last = float("nan")
+    step = 0
+    epoch_loss: list[float] = []
+    max_grad = 0.0
     for epoch in range(train.epochs):
         perm = torch.randperm(n, generator=gen)
+        run_loss = 0.0
         for i in range(steps_per_epoch):
+            if step == softmax_steps and softmax_steps:
+                model.set_attention(attn)
             idx = perm[i * train.batch_size : (i + 1) * train.batch_size]
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            max_grad = max(max_grad, float(norm))
             opt.step()
             sched.step()
-            last = float(loss.detach())
+            step += 1
+            run_loss += float(loss.detach())
+        epoch_loss.append(run_loss / steps_per_epoch)
         if log:
-            print(f"  epoch {epoch + 1}/{train.epochs} loss {last:.4f} "
+            print(f"  epoch {epoch + 1}/{train.epochs} mean loss {epoch_loss[-1]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    model.set_attention(attn)
     model.eval()
     return model, {**asdict(train), "train_seconds": time.perf_counter() - t0,
-                   "final_loss": last, "n_train": n}
+                   "final_loss": epoch_loss[-1] if epoch_loss else float("nan"),
+                   "epoch_loss": epoch_loss, "max_grad_norm": max_grad,
+                   "softmax_warmup_steps": softmax_steps, "n_train": n}
 
 
 @torch.no_grad()

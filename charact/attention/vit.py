@@ -1,8 +1,14 @@
 """A small vision transformer whose attention is the topkima pipeline.
 
 Pre-norm encoder blocks, a CLS token and learned position embeddings. Each attention
-layer keeps its own calibration (Q/K/V scales and the ramp-ADC window) as running
-averages over training batches, so evaluation does not depend on the batch.
+layer keeps its own calibration (Q/K/V scales per layer, the ramp-ADC window per head) as
+running averages over training batches (see :func:`charact.attention.pipeline.batch_ranges`),
+used at evaluation, so evaluation does not depend on the batch. In training each layer
+quantizes either with each sample's own ranges (``train_calibration = "sample"``, the
+default: an ideally calibrated ADC per sample) or with the running calibration of the
+batches before (``"running"``: the same static levels and ramp as evaluation). With the
+short Fashion-MNIST budget "sample" trained TFCBP to a better top-k accuracy (seed 0, k = 5:
+81.5 % against 78.2 % with "running", the full softmax 81.3 % against 80.6 %).
 
 Scale-free (paper III-C): ``q = x W_Q`` is never divided by sqrt(d_k); instead W_Q starts
 1/sqrt(d_k) smaller than the other projections and is trained that way, so the learned
@@ -44,6 +50,7 @@ class ViTConfig:
 
 
 _CAL_NAMES = ("q_absmax", "k_absmax", "v_absmax", "qk_lo", "qk_hi", "av_absmax")
+_PER_HEAD = ("qk_lo", "qk_hi")
 
 
 class TopkimaSelfAttention(nn.Module):
@@ -61,12 +68,15 @@ class TopkimaSelfAttention(nn.Module):
             self.qkv.bias[:dim].mul_(self.d_k**-0.5)
         self.momentum = momentum
         for name in _CAL_NAMES:
-            self.register_buffer(name, torch.zeros(()))
+            # the ramp window is per head (each head's keys sit on their own crossbars)
+            shape = (heads, 1, 1) if name in _PER_HEAD else ()
+            self.register_buffer(name, torch.zeros(shape))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         self.config = AttentionConfig()
         self.generator: torch.Generator | None = None
         self.record = False
         self.last_selection: RampSelection | None = None
+        self.train_calibration = "sample"
 
     def calibration(self) -> AttentionCalibration | None:
         """The running calibration, or None before the first training batch."""
@@ -97,11 +107,13 @@ class TopkimaSelfAttention(nn.Module):
         b, n, dim = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.d_k).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        # training keeps the data-driven window per batch; evaluation uses the averages
-        calib = None if self.training else self.calibration()
+        # training: per-sample ranges (train_calibration "sample") or the running
+        # calibration of the batches before ("running"); evaluation: the running one
+        use_running = not self.training or self.train_calibration == "running"
         res = topkima_attention(
-            q, k, v, self.config, calib=calib, generator=self.generator,
-            measure=self.training or self.record,
+            q, k, v, self.config, calib=self.calibration() if use_running else None,
+            generator=self.generator, measure=self.training or self.record,
+            selection_stats=self.record,
         )
         if self.training:
             self._update(res.ranges)
@@ -153,6 +165,13 @@ class TopkimaViT(nn.Module):
         for layer in self.attention_layers():
             layer.config = config
             layer.generator = generator
+
+    def set_train_calibration(self, mode: str) -> None:
+        """``"sample"`` or ``"running"`` ranges while training (see the module notes)."""
+        if mode not in ("sample", "running"):
+            raise ValueError(f"train calibration must be 'sample' or 'running', got {mode!r}")
+        for layer in self.attention_layers():
+            layer.train_calibration = mode
 
     def set_record(self, on: bool) -> None:
         """Keep each layer's last ramp selection (for the statistics table)."""

@@ -12,12 +12,15 @@ from pathlib import Path
 from charact.errors import UserError
 
 QUICK = {
-    "dataset": "digits", "epochs": 12, "ks": ["2", "5", "all"], "seeds": [0],
-    "crossbars": ["none", "128x8"], "dim": 32, "depth": 2, "heads": 2,
+    "dataset": "digits", "n_train": None, "epochs": 12, "lr": 2e-3, "ks": ["2", "5", "all"],
+    "seeds": [0],
+    "crossbars": ["none", "paper128"], "dim": 32, "depth": 2, "heads": 2,
 }
 FULL_DEFAULTS = {
-    "dataset": "fashion-mnist", "epochs": 3, "ks": ["1", "2", "5", "10", "20", "all"],
-    "seeds": [0, 1, 2], "crossbars": ["none", "128", "256"], "dim": 64, "depth": 2, "heads": 4,
+    "dataset": "fashion-mnist", "n_train": 20000, "epochs": 3, "lr": 2e-3,
+    "ks": ["1", "2", "5", "10", "20", "all"],
+    "seeds": [0, 1, 2], "crossbars": ["none", "paper128", "paper256"], "dim": 64, "depth": 2,
+    "heads": 4,
 }
 
 
@@ -31,16 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "provenance.json} and figures. Needs torch: pip install 'charact[torch]'.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="scikit-learn digits, 1 seed, k 2/5/all, crossbar none/128x8, the "
+                   help="scikit-learn digits, 1 seed, k 2/5/all, crossbar none/paper128, the "
                    "shipped error model if any: tens of seconds")
     p.add_argument("--dataset", choices=("fashion-mnist", "digits"), help="default fashion-mnist")
     p.add_argument("--data-root", help="folder of the Fashion-MNIST IDX files "
                    "(default: the Debian package dataset-fashion-mnist)")
-    p.add_argument("--n-train", type=int, help="use the first N training images (default all)")
+    p.add_argument("--n-train", type=int, help="use the first N training images (default "
+                   "20000 for fashion-mnist, all for --quick)")
     p.add_argument("--n-test", type=int, help="use the first N test images (default all)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default 3)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float,
+                   help="peak AdamW learning rate, after a 5%% warm-up, cosine decay, "
+                   "gradients clipped to norm 1 (default 2e-3)")
+    p.add_argument("--softmax-warmup", type=float, default=0.05,
+                   help="fraction of the steps a top-k (TFCBP) model first trains with the "
+                   "full softmax (default 0.05)")
     p.add_argument("--dim", type=int, help="model width (default 64)")
     p.add_argument("--depth", type=int, help="encoder blocks (default 2)")
     p.add_argument("--heads", type=int, help="attention heads (default 4)")
@@ -49,7 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheme", nargs="+", dest="schemes", choices=("tfcbp", "inference", "full"),
                    help="training schemes (default all three)")
     p.add_argument("--crossbar", nargs="+", dest="crossbars", metavar="SIZE",
-                   help="crossbar sizes: none, R (square) or RxC (default none 128 256)")
+                   help="crossbar sizes (Fig. 4(c)): none, R (square), RxC, or paper128/"
+                   "paper256 = the paper's 128/256 crossbars scaled to this model: same K "
+                   "precision (rows: 64 replica + d_k x 1 ternary cell / 3 cells) and same "
+                   "split of the keys over columns (thirds / two thirds + one third; k_i = "
+                   "2,2,1 / 3,2 at k 5); on the default ViT (d_k 16, 65 tokens) 80x22 and "
+                   "112x44. A literal 128 or 256 holds a whole head here and changes nothing "
+                   "(default none paper128 paper256)")
     p.add_argument("--crossbar-k", type=int, default=5, help="k of the sub-top-k runs (default 5)")
     p.add_argument("--error-model", nargs="*", dest="error_models", metavar="MODEL",
                    help="code-error model files (charact.lookup format) injected on Q.K^T and "
@@ -61,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--stats-queries", type=int, default=16,
                    help="test images whose ramp statistics are recorded per setting (default 16)")
+    p.add_argument("--reuse", metavar="RUN_DIR",
+                   help="load trained models from an earlier run folder (its models/) where "
+                   "data, model, training and seed match, instead of training them")
     p.add_argument("--run", help="run name (folder under --out; default 'quick' or 'default')")
     p.add_argument("--out", default="results/accuracy",
                    help="output root (default results/accuracy)")
@@ -105,23 +123,28 @@ def run(args: argparse.Namespace) -> int:
         val = getattr(args, name, None) if name not in pick else pick[name]
         if val is not None and val < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
-    if args.lr <= 0:
-        raise UserError(f"--lr must be > 0, got {args.lr}")
+    if pick["lr"] <= 0:
+        raise UserError(f"--lr must be > 0, got {pick['lr']}")
+    if not 0 <= args.softmax_warmup < 1:
+        raise UserError(f"--softmax-warmup must be in [0, 1), got {args.softmax_warmup}")
     if args.stats_queries < 0:
         raise UserError(f"--stats-queries must be >= 0, got {args.stats_queries}")
     spec = SweepSpec(
         run=args.run or ("quick" if args.quick else "default"),
         dataset=pick["dataset"], data_root=args.data_root,
-        n_train=args.n_train, n_test=args.n_test, epochs=pick["epochs"],
-        batch_size=args.batch_size, lr=args.lr,
+        n_train=pick["n_train"], n_test=args.n_test, epochs=pick["epochs"],
+        batch_size=args.batch_size, lr=pick["lr"], softmax_warmup=args.softmax_warmup,
         dim=pick["dim"], depth=pick["depth"], heads=pick["heads"],
         ks=tuple(parse_k(k) for k in pick["ks"]),
         schemes=tuple(args.schemes or ("tfcbp", "inference", "full")),
         crossbars=tuple(parse_crossbar(c) for c in pick["crossbars"]),
         crossbar_k=args.crossbar_k, error_models=tuple(errors), error_k=args.error_k,
-        seeds=tuple(pick["seeds"]), stats_queries=args.stats_queries, jobs=args.jobs,
+        seeds=tuple(pick["seeds"]), stats_queries=args.stats_queries, reuse=args.reuse,
+        jobs=args.jobs,
         threads=args.threads, out_root=args.out,
     )
+    if args.reuse is not None and not (Path(args.reuse) / "models").is_dir():
+        raise UserError(f"--reuse {args.reuse}: no models/ folder from an earlier run there")
     if spec.dim % spec.heads:
         raise UserError(f"--dim {spec.dim} is not a multiple of --heads {spec.heads}")
     out = run_sweep(spec, argv=sys.argv[1:])

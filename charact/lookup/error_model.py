@@ -6,8 +6,9 @@ This is the API the attention pipeline codes against::
     table = model.table()                     # the nominal PVT point
     noisy = table.sample(ideal_codes, rng)    # numpy array or torch tensor in, same out
 
-Sampling uses one Walker/Vose alias table per ideal code: one gather, a compare and a select per
-element, whatever the number of codes; no one-hot matmul, no Python loop per element.
+Sampling uses one Walker/Vose alias table per ideal code: per element one random word (split
+into column and threshold bits), one gather and a few in-place integer steps, whatever the
+number of codes; no one-hot matmul, no compare-and-select, no Python loop per element.
 torch is never imported here: a tensor is recognised through ``sys.modules``.
 """
 
@@ -59,17 +60,20 @@ def _pvt_json(p: PVT) -> dict:
 
 
 _RAND_BITS = 31  # random bits per sample: non-negative int32 in both numpy and torch
+_LOW31 = (1 << _RAND_BITS) - 1
 
 
 def _alias_tables(prob: np.ndarray) -> tuple[np.ndarray, int]:
-    """Vose's alias method, one table per row, packed for integer-only sampling.
+    """Vose's alias method, one table per row, packed for branch-free integer sampling.
 
     Rows are padded with zero-probability columns to m = 2**k >= n columns. Drawing
-    31 random bits, the top k pick a column j and the low 31-k bits ``frac`` decide:
-    keep j if ``frac < threshold[j]``, else take ``alias[j]``. Each entry packs
-    ``threshold << k | alias`` into one int32, so a sample is one gather, a shift, a
-    compare and a select, whatever the number of codes. Thresholds are resolved to
-    2**-(31-k) (about 1e-8 for 32 codes). Returns ``(packed (n*m,), k)``.
+    31 random bits, the low k pick a column j and the high 31-k bits ``frac`` decide:
+    keep j if ``frac < threshold[j]``, else take ``alias[j]``. Entry j of a row packs
+    ``(threshold[j] - 1) << k | (alias[j] XOR j)`` into one int32 (the -1 and the XOR make
+    the sampler's select two integer steps: the sign of ``threshold - 1 - frac`` masks
+    ``alias XOR j``, which XORed onto j gives j or the alias), so a sample is one gather
+    and a few shifts and bit operations, whatever the number of codes. Thresholds are
+    resolved to 2**-(31-k) (about 1e-8 for 32 codes). Returns ``(packed (n*m,), k)``.
     """
     n_rows, n = prob.shape
     k = max(1, int(math.ceil(math.log2(n))))
@@ -77,6 +81,7 @@ def _alias_tables(prob: np.ndarray) -> tuple[np.ndarray, int]:
     frac_bits = _RAND_BITS - k
     one = 1 << frac_bits
     packed = np.empty((n_rows, m), dtype=np.int32)
+    cols = np.arange(m, dtype=np.int64)
     for r in range(n_rows):
         scaled = np.zeros(m)
         scaled[:n] = prob[r] * m
@@ -94,8 +99,48 @@ def _alias_tables(prob: np.ndarray) -> tuple[np.ndarray, int]:
             (small if scaled[g] < 1.0 else large).append(g)
         # leftovers have probability 1 up to rounding and keep themselves (alias = self)
         threshold = np.minimum(threshold, one - 1)
-        packed[r] = (threshold << k) | alias
+        # threshold - 1 may be -1: the arithmetic shift of the sampler keeps the sign
+        packed[r] = ((threshold - 1) << k) | (alias ^ cols)
     return packed.ravel(), k
+
+
+def alias_entry(packed: np.ndarray, k: int, ideal: int, col: int) -> tuple[int, int]:
+    """``(threshold, alias)`` of column ``col`` of row ``ideal`` of a packed table."""
+    e = int(packed[(ideal << k) | col])
+    return (e >> k) + 1, (e & ((1 << k) - 1)) ^ col
+
+
+_BLOCK = 1 << 17  # elements per block of the torch sampler (512 KiB per int32 temporary)
+
+
+def _alias_draw_torch(packed: Any, k: int, ideal: Any, out: Any, rng: Any, torch: Any) -> None:
+    """Noisy codes for the 1-D ``ideal`` into ``out``: one random word per element.
+
+    One 64-bit draw (``random_`` over the whole int64 range: 63 random bits) gives two
+    int32 words whose bits 0..30 are independent and uniform; this halves the calls to
+    the generator against ``randint(..., dtype=int32)``. Bits 0..k-1 pick the column j;
+    bits k..30 are the threshold fraction, already aligned with the packed threshold
+    field (see :func:`_alias_tables`), so each is one AND away.
+    """
+    n = ideal.numel()
+    m = 1 << k
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=ideal.device)
+    words.random_(generator=rng)
+    raw = words.view(torch.int32)[:n]
+    idx = torch.bitwise_and(raw, m - 1)  # column j
+    raw &= _LOW31 ^ (m - 1)  # frac << k
+    idx.add_(ideal, alpha=m)  # (ideal << k) | j, in place whatever ideal's dtype
+    # index_select on the flat table is the fastest CPU gather (plain indexing builds an
+    # int64 index and a TensorIterator)
+    entry = torch.index_select(packed, 0, idx)
+    # entry = (threshold - 1) << k | (alias ^ j): frac < threshold (keep j) exactly when
+    # entry >= frac << k; both lie in -2**k .. 2**31 - 1, so the difference never
+    # overflows and its sign bit, spread by >> 31, is the "take the alias" mask
+    torch.sub(entry, raw, out=raw)
+    raw >>= 31
+    entry &= raw
+    idx ^= entry  # low k bits: j, or j ^ (alias ^ j) = alias; the high bits are dropped
+    torch.bitwise_and(idx, m - 1, out=out)
 
 
 class CodeErrorTable:
@@ -196,15 +241,19 @@ class CodeErrorTable:
             return arr.copy()
         self._check_range(int(arr.min()), int(arr.max()))
         packed, k = self._np_alias()
-        bits = rng.integers(0, 1 << _RAND_BITS, size=arr.shape, dtype=np.int32)
-        col = bits >> (_RAND_BITS - k)
-        bits &= (1 << (_RAND_BITS - k)) - 1  # now the fraction
-        flat = arr.astype(np.int32)
-        flat <<= k
-        flat |= col
-        entry = packed[flat]
-        out = np.where(bits < (entry >> k), col, entry & ((1 << k) - 1))
-        return out.astype(arr.dtype, copy=False)
+        raw = rng.integers(0, 1 << _RAND_BITS, size=arr.shape, dtype=np.int32)
+        # the steps mirror _alias_draw_torch; see there
+        m = 1 << k
+        idx = raw & (m - 1)
+        raw &= _LOW31 ^ (m - 1)
+        idx += arr.astype(np.int32) << k
+        entry = packed[idx]
+        np.subtract(entry, raw, out=raw)
+        raw >>= 31
+        entry &= raw
+        idx ^= entry
+        idx &= m - 1
+        return idx.astype(arr.dtype, copy=False)
 
     def _sample_torch(self, ideal: Any, rng: Any, torch: Any) -> Any:
         if ideal.dtype.is_floating_point or ideal.dtype.is_complex or ideal.dtype == torch.bool:
@@ -217,26 +266,21 @@ class CodeErrorTable:
                             f"got {type(rng).__name__}")
         if ideal.numel() == 0:
             return ideal.clone()
-        self._check_range(int(ideal.min()), int(ideal.max()))
+        lo, hi = torch.aminmax(ideal)
+        self._check_range(int(lo), int(hi))
         key = str(device)
         if key not in self._alias_torch:
             self._alias_torch[key] = torch.as_tensor(self._np_alias()[0], device=device)
         packed = self._alias_torch[key]
         k = self._np_alias()[1]
-        bits = torch.randint(0, 1 << _RAND_BITS, ideal.shape, generator=rng, device=device,
-                             dtype=torch.int32)
-        col = bits >> (_RAND_BITS - k)
-        bits &= (1 << (_RAND_BITS - k)) - 1  # now the fraction
-        flat = ideal.to(torch.int32) << k
-        flat |= col
-        # index_select and the in-place steps below avoid four 10^7-element temporaries
-        # (about 40 % faster than plain indexing and operators on CPU)
-        entry = torch.index_select(packed, 0, flat.reshape(-1)).reshape(flat.shape)
-        torch.bitwise_right_shift(entry, k, out=flat)  # flat is free now: the thresholds
-        keep = torch.lt(bits, flat)
-        entry &= (1 << k) - 1  # the aliases
-        out = torch.where(keep, col, entry, out=entry)
-        return out.to(ideal.dtype)
+        flat = ideal.reshape(-1)
+        out = torch.empty(flat.shape, dtype=ideal.dtype, device=device)
+        # blocks keep every temporary in cache and let the allocator reuse them; whole-size
+        # temporaries cost a page fault per 4 KiB on every call (about 2x slower on CPU)
+        for start in range(0, flat.numel(), _BLOCK):
+            stop = min(start + _BLOCK, flat.numel())
+            _alias_draw_torch(packed, k, flat[start:stop], out[start:stop], rng, torch)
+        return out.view(ideal.shape)
 
     # (de)serialization of one point
     def to_json(self) -> dict:
