@@ -48,7 +48,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -63,6 +62,7 @@ from charact.attention.data import load_dataset
 from charact.attention.pipeline import AttentionConfig
 from charact.attention.training import TrainConfig, evaluate, train_model, vit_config_for
 from charact.errors import UserError
+from charact.provenance import atomic_path
 
 ALL = "all"
 
@@ -418,15 +418,8 @@ def provenance(spec: SweepSpec, argv: list[str] | None, tables: dict, seconds: f
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
