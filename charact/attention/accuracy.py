@@ -182,6 +182,9 @@ class SweepSpec:
     crossbar_k: int = 5
     error_models: tuple[str, ...] = ()
     error_k: int = 5
+    #: where the error model is injected: "both" (Q.K^T and A.V, as the paper does),
+    #: "qk" (the top-k ADC only) or "av"
+    error_on: str = "both"
     seeds: tuple[int, ...] = (0, 1, 2)
     stats_queries: int = 16
     reuse: str | None = None
@@ -223,6 +226,19 @@ def load_error_tables(paths: tuple[str, ...]) -> dict[str, Any]:
     return tables
 
 
+ERROR_SITES = ("both", "qk", "av")
+
+
+def _errors(site: str, table: Any) -> dict[str, Any]:
+    """The AttentionConfig fields that inject ``table`` at ``site``."""
+    return {"error_model": table if site in ("both", "qk") else None,
+            "av_error": table if site in ("both", "av") else None}
+
+
+def _site(name: str, spec: SweepSpec) -> str:
+    return name if spec.error_on == "both" else f"{name}@{spec.error_on}"
+
+
 def plan_jobs(spec: SweepSpec, tables: dict[str, Any]) -> list[TrainJob]:
     """The training jobs and the evaluations each one carries."""
     jobs: list[TrainJob] = []
@@ -237,8 +253,8 @@ def plan_jobs(spec: SweepSpec, tables: dict[str, Any]) -> list[TrainJob]:
                 for k in topks:
                     full_cases.append(EvalCase("inference", k, glob, "none", _hw(k, glob)))
             for name, t in tables.items():
-                cfg = _hw(None, glob).with_(error_model=t, av_error=t)
-                full_cases.append(EvalCase("full", None, glob, name, cfg))
+                cfg = _hw(None, glob).with_(**_errors(spec.error_on, t))
+                full_cases.append(EvalCase("full", None, glob, _site(name, spec), cfg))
             jobs.append(TrainJob(seed, "full", _hw(None, glob), tuple(full_cases)))
         if "tfcbp" not in spec.schemes:
             continue
@@ -247,8 +263,8 @@ def plan_jobs(spec: SweepSpec, tables: dict[str, Any]) -> list[TrainJob]:
             cases = [EvalCase("tfcbp", k, glob, "none", _hw(k, glob))]
             if k == spec.error_k:
                 for name, t in tables.items():
-                    cfg = _hw(k, glob).with_(error_model=t, av_error=t)
-                    cases.append(EvalCase("tfcbp", k, glob, name, cfg))
+                    cfg = _hw(k, glob).with_(**_errors(spec.error_on, t))
+                    cases.append(EvalCase("tfcbp", k, glob, _site(name, spec), cfg))
             jobs.append(TrainJob(seed, f"tfcbp-k{k}", _hw(k, glob), tuple(cases)))
         for xb in spec.crossbars:
             if xb.rows is None and xb.cols is None:

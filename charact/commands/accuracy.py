@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--stats-queries", type=int, default=16,
                    help="test images whose ramp statistics are recorded per setting (default 16)")
+    p.add_argument("--error-on", choices=("both", "qk", "av"), default="both",
+                   help="inject the error model on Q.K^T and A.V (both, as the paper does), "
+                   "on the top-k ADC only (qk), or on A.V only (av)")
     p.add_argument("--reuse", metavar="RUN_DIR",
                    help="load trained models from an earlier run folder (its models/) where "
                    "data, model, training and seed match, instead of training them")
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         schemes=tuple(args.schemes or ("tfcbp", "inference", "full")),
         crossbars=tuple(parse_crossbar(c) for c in pick["crossbars"]),
         crossbar_k=args.crossbar_k, error_models=tuple(errors), error_k=args.error_k,
+        error_on=args.error_on,
         seeds=tuple(pick["seeds"]), stats_queries=args.stats_queries, reuse=args.reuse,
         jobs=args.jobs,
         threads=args.threads, out_root=args.out,
