@@ -1,7 +1,7 @@
 """Engine benchmark: orchestration overhead over bare ``ngspice -b`` on identical decks,
 the speed-up of 2 parallel jobs over 1, and the PySpice shared-library backend.
 
-    .venv/bin/python benchmarks/bench_engine.py [--jobs-per-run 12]
+    .venv/bin/python benchmarks/bench_engine.py [--jobs-per-run 24]
 
 Prints ratios measured in this one run. Run it on an otherwise idle machine: the ratios
 compare wall times.
@@ -62,7 +62,7 @@ def bare_wall(work: Path) -> tuple[float, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--jobs-per-run", type=int, default=12)
+    ap.add_argument("--jobs-per-run", type=int, default=24)
     args = ap.parse_args()
     n = args.jobs_per_run
     tmp = Path(tempfile.mkdtemp(prefix="charact-bench-"))
