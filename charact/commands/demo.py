@@ -55,8 +55,8 @@ n_dims = 4
 """
 
 COLUMN_SPEC = """\
-# Demo: a 4-dimension in-memory-ADC column, 8 columns per deck, two Monte-Carlo dies at
-# NOM, each converting 8 stratified random patterns.
+# Demo: a 4-dimension in-memory-ADC column, 8 columns per deck, four Monte-Carlo dies at
+# NOM, each converting 16 stratified random patterns (every code twice over the dies).
 schema = "charact.sweep/1"
 name = "demo_column"
 block = "ima_column"
@@ -64,12 +64,12 @@ technology = "{tech}"
 [conditions]
 corner = ["NOM"]
 [montecarlo]
-samples = 2
+samples = 4
 seed = 3
 [measure]
 n_dims = 4
 n_cols = 8
-conversions = 8
+conversions = 16
 patterns = "stratified"
 calibration = "{cal}"
 [run]
