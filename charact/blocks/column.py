@@ -320,6 +320,21 @@ def ramp_linearity(levels_l: np.ndarray) -> tuple[float, float, float]:
 
 # -- blocks -----------------------------------------------------------------------------------
 
+def job_patterns(ctx: JobContext) -> tuple[Design, list, int]:
+    """The design and the input/weight patterns of one column job, drawn from the job's
+    seed (or ``pattern_seed`` for a nominal run): every column mode converts the same
+    patterns for the same seed."""
+    o = ctx.options
+    design = make_design(o)
+    n_cols = int(o["n_cols"])
+    n_decks = math.ceil((int(o["conversions"]) or n_cols) / n_cols)
+    seed = ctx.point.seed if ctx.point.seed is not None else int(o["pattern_seed"])
+    rng = np.random.default_rng(seed)
+    explicit = (o["inputs"], o["weights"]) if o["patterns"] == "explicit" else None
+    return design, draw_patterns(rng, design, str(o["patterns"]), n_cols, n_decks,
+                                 explicit), seed
+
+
 class ImaColumn(Block):
     """Pattern conversions on a replica-ramp IMA array (one row per column conversion)."""
 
@@ -383,20 +398,13 @@ class ImaColumn(Block):
         from charact.calibration import calibration_for
 
         o = ctx.options
-        design = make_design(o)
-        n_cols = int(o["n_cols"])
-        conv = int(o["conversions"]) or n_cols
-        n_decks = math.ceil(conv / n_cols)
-        seed = ctx.point.seed if ctx.point.seed is not None else int(o["pattern_seed"])
-        rng = np.random.default_rng(seed)
-        explicit = (o["inputs"], o["weights"]) if o["patterns"] == "explicit" else None
-        decks = draw_patterns(rng, design, str(o["patterns"]), n_cols, n_decks, explicit)
+        design, decks, seed = job_patterns(ctx)
         cal = calibration_for(ctx, design)
         rows: list[dict[str, Any]] = []
         for d, (x, w) in enumerate(decks):
             res = run_array(ctx, f"array{d}", design, x, w, cal.t_cal, cal.t_step)
             rows += self._rows(d, design, x, w, res, cal, int(o["k"]), seed)
-        return rows[:conv]
+        return rows[:int(o["conversions"]) or int(o["n_cols"])]
 
     def _rows(self, deck: int, design: Design, x: np.ndarray, w: np.ndarray,
               res: Conversion, cal: Any, k: int, seed: int) -> list[dict[str, Any]]:

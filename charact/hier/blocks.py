@@ -43,7 +43,7 @@ from charact.blocks.column import (
     Design,
     ImaColumn,
     check_design,
-    draw_patterns,
+    job_patterns,
     make_design,
 )
 from charact.errors import UserError
@@ -227,14 +227,7 @@ class ImaColumnComposed(Block):
         from charact.hier.composed import convert, draw_die, nominal_die
 
         o = ctx.options
-        design = make_design(o)
-        n_cols = int(o["n_cols"])
-        conv = int(o["conversions"]) or n_cols
-        n_decks = math.ceil(conv / n_cols)
-        seed = ctx.point.seed if ctx.point.seed is not None else int(o["pattern_seed"])
-        rng = np.random.default_rng(seed)  # the same patterns as ima_column
-        explicit = (o["inputs"], o["weights"]) if o["patterns"] == "explicit" else None
-        decks = draw_patterns(rng, design, str(o["patterns"]), n_cols, n_decks, explicit)
+        design, decks, seed = job_patterns(ctx)  # the same patterns as ima_column
         model = point_model(ctx, design, o)
         if o["calibration"] == "model":
             cal = model_calibration(model, design)
@@ -244,9 +237,9 @@ class ImaColumnComposed(Block):
             cal = calibration_for(ctx, design)
         n = design.cfg.n_dims
         if ctx.point.seed is None:
-            die = nominal_die(n_cols, n)
+            die = nominal_die(int(o["n_cols"]), n)
         else:  # the die's devices: a stream of its own, apart from the patterns
-            die = draw_die(np.random.default_rng([int(seed), 0x5EED]), n_cols, n,
+            die = draw_die(np.random.default_rng([int(seed), 0x5EED]), int(o["n_cols"]), n,
                            float(o["mismatch_scale"]))
         x = np.concatenate([np.repeat(xd[None, :], wd.shape[0], 0) for xd, wd in decks])
         w = np.concatenate([wd for _, wd in decks])
@@ -261,7 +254,7 @@ class ImaColumnComposed(Block):
             conv_d = Conversion(res.decisions[sl], res.levels_l[sl], res.levels_r[sl],
                                 res.v_l_mac[sl], res.v_r_mac[sl])
             rows += block._rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed)
-        return rows[:conv]
+        return rows[:int(o["conversions"]) or int(o["n_cols"])]
 
 
 __all__ = ["ImaCellMC", "ImaColumnComposed", "inline_model", "models_from", "point_model"]
