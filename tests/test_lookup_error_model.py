@@ -317,3 +317,24 @@ def test_torch_sampling_across_blocks(model, monkeypatch):
         assert min(_chi_square_p(flat, flat_ideal, table, c) for c in (3, 15)) > 1e-4
     # neighbouring blocks draw fresh words: no block repeats the one before it
     assert not torch.equal(blocks[:999], blocks[999:1998])
+
+
+@pytest.mark.torch
+def test_float_levels_are_sampled_in_place_as_the_integer_codes_are(model):
+    """The attention hot path samples float levels in place; same generator state, same
+    codes as the integer path, and nothing reallocated."""
+    torch = pytest.importorskip("torch")
+    table = model.table()
+    ideal = torch.randint(0, N_CODES, (7, 300, 65), generator=torch.Generator().manual_seed(1),
+                          dtype=torch.int32)
+    codes = table.sample(ideal, torch.Generator().manual_seed(9))
+    levels = ideal.to(torch.float32)
+    ptr = levels.data_ptr()
+    out = table.sample_levels_(levels, torch.Generator().manual_seed(9))
+    assert out is levels and levels.data_ptr() == ptr
+    assert torch.equal(levels, codes.to(torch.float32))
+    assert not torch.equal(levels, ideal.to(torch.float32))  # the table is not the identity
+    with pytest.raises(UserError, match="float"):
+        table.sample_levels_(ideal)
+    with pytest.raises(UserError, match="contiguous"):
+        table.sample_levels_(levels.transpose(0, 1))

@@ -193,9 +193,8 @@ class AttentionCalibration:
 class AttentionResult:
     """Output (B, H, Lq, Dv), probabilities (B, H, Lq, Lk), and what was measured.
 
-    ``levels``: the Q.K^T codes as converted (after any injected error): exact integers in
-    the scores' float dtype, or int32 when an error was injected; :attr:`codes` gives
-    them as int32.
+    ``levels``: the Q.K^T codes as converted (after any injected error), exact integers in
+    the scores' float dtype; :attr:`codes` gives them as int32.
     """
 
     out: torch.Tensor
@@ -379,9 +378,8 @@ def topkima_attention(
             lo, hi = cal.qk_lo, cal.qk_hi
         levels, inside = adc_levels(scores, lo, hi, config.n_codes)
         if config.error_model is not None:
-            # the int32 noisy codes go on as they are: the dequantization and the top-k
-            # key convert them inside their own single pass
-            levels = config.error_model.sample(levels.to(torch.int32), gen)
+            # noisy codes replace the ideal ones in place, still as float levels
+            config.error_model.sample_levels_(levels, gen)
         scores_hat = adc_dequantize(scores, levels, lo, hi, config.n_codes, inside)
     else:
         scores_hat = scores
@@ -419,7 +417,7 @@ def topkima_attention(
         bot = _pick(cal.av_lo, -top)
         av_lv, av_in = adc_levels(out, bot, top, av_codes_n)
         if config.av_error is not None:
-            av_lv = config.av_error.sample(av_lv.to(torch.int32), gen)
+            config.av_error.sample_levels_(av_lv, gen)
         out = adc_dequantize(out, av_lv, bot, top, av_codes_n, av_in)
 
     ranges: dict[str, torch.Tensor] = {}
