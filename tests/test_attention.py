@@ -447,3 +447,52 @@ def test_training_calibrates_like_evaluation_and_warms_up_with_softmax():
     # a TFCBP model whose k covers nothing to select never switches
     _, info_full = train_model(data, vit, AttentionConfig.hardware(k=None), train, seed=0)
     assert info_full["softmax_warmup_steps"] == 0
+
+
+def test_scale_statistics_are_per_head_means_of_each_samples_maximum():
+    from charact.attention.pipeline import batch_ranges
+
+    q, k, v = _qkv(b=6, h=3, lq=10, lk=10, d=4, seed=2)
+    k = k * torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1)
+    k[0, 1, 0, 0] = 50.0  # one outlier token must not set the scale of the whole batch
+    r = batch_ranges(q @ k.transpose(-2, -1), None, q, k, v, v[..., :10, :])
+    for name, x in (("q_absmax", q), ("k_absmax", k), ("v_absmax", v)):
+        assert r[name].shape == (3, 1, 1)
+        assert torch.allclose(r[name].flatten(), x.abs().amax(dim=(-2, -1)).mean(dim=0))
+    assert float(r["k_absmax"][1]) < 50.0 / 6 + 2 * float(k[1:, 1].abs().max())
+    assert r["av_absmax"].shape == (3, 1, 1)
+
+
+def test_calibration_pass_is_an_exact_deterministic_average_and_old_files_load():
+    from charact.attention.training import vit_config_for
+    from charact.attention.vit import TopkimaViT
+
+    data = _tiny_images()
+    torch.manual_seed(0)
+    model = TopkimaViT(vit_config_for(data, dim=16, depth=2, heads=2))
+    model.set_attention(AttentionConfig.hardware(k=3))
+    model.eval()
+    x = data.x_train
+    model.calibrate(x, batch_size=16, n_batches=3)
+    names = ("q_absmax", "k_absmax", "v_absmax", "av_absmax")
+    three = [getattr(a, n).clone() for a in model.attention_layers() for n in names]
+    model.calibrate(x, batch_size=48, n_batches=1)
+    one = [getattr(a, n).clone() for a in model.attention_layers() for n in names]
+    # equal batches: the mean of batch means is the mean over the 48 images
+    assert all(torch.allclose(a, b, rtol=1e-5) for a, b in zip(three, one, strict=True))
+    model.calibrate(x, batch_size=16, n_batches=3)
+    again = [getattr(a, n).clone() for a in model.attention_layers() for n in names]
+    assert all(torch.equal(a, b) for a, b in zip(three, again, strict=True))
+    assert not model.training and model.attention_layers()[0].n_averaged == 0
+    # a file from before the per-head calibration (scalar scales) loads, then calibrates
+    state = model.state_dict()
+    old = {k: (v.amax() if k.endswith("_absmax") else v) for k, v in state.items()}
+    fresh = TopkimaViT(vit_config_for(data, dim=16, depth=2, heads=2))
+    fresh.load_weights(old)
+    fresh.set_attention(AttentionConfig.hardware(k=3))
+    fresh.eval()
+    fresh.calibrate(x, batch_size=16, n_batches=3)
+    with torch.no_grad():
+        assert torch.allclose(fresh(data.x_test), model(data.x_test), atol=1e-6)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        fresh.load_weights({k: v for k, v in state.items() if not k.startswith("head.")})

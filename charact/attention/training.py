@@ -90,6 +90,8 @@ def train_model(
     flat, so which k keys the ramp keeps is decided by ties and noise, and the full-softmax
     gradient TFCBP back-propagates is far from the top-k forward; once attention has
     started to concentrate on a few keys the two agree and TFCBP takes over.
+    The trained model is calibrated on its first training images
+    (:meth:`~charact.attention.vit.TopkimaViT.calibrate`).
     """
     torch.manual_seed(seed)
     model = TopkimaViT(vit)
@@ -140,6 +142,7 @@ def train_model(
             print(f"  epoch {epoch + 1}/{train.epochs} mean loss {epoch_loss[-1]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     model.set_attention(attn)
+    model.calibrate(x)
     model.eval()
     return model, {**asdict(train), "train_seconds": time.perf_counter() - t0,
                    "final_loss": epoch_loss[-1] if epoch_loss else float("nan"),

@@ -1,9 +1,11 @@
 """A small vision transformer whose attention is the topkima pipeline.
 
 Pre-norm encoder blocks, a CLS token and learned position embeddings. Each attention
-layer keeps its own calibration (Q/K/V scales per layer, the ramp-ADC window per head) as
-running averages over training batches (see :func:`charact.attention.pipeline.batch_ranges`),
-used at evaluation, so evaluation does not depend on the batch. In training each layer
+layer keeps its own calibration (Q/K/V/A.V scales and the ramp-ADC window, per head; see
+:func:`charact.attention.pipeline.batch_ranges`), used at evaluation, so evaluation does
+not depend on the batch. Training keeps running averages of it; once trained, a model is
+calibrated afresh (:meth:`TopkimaViT.calibrate`): exact averages over the first training
+images with the final weights, as a deployed model would be calibrated. In training each layer
 quantizes either with each sample's own ranges (``train_calibration = "sample"``, the
 default: an ideally calibrated ADC per sample) or with the running calibration of the
 batches before (``"running"``: the same static levels and ramp as evaluation). With the
@@ -50,7 +52,7 @@ class ViTConfig:
 
 
 _CAL_NAMES = ("q_absmax", "k_absmax", "v_absmax", "qk_lo", "qk_hi", "av_absmax")
-_PER_HEAD = ("qk_lo", "qk_hi")
+CALIBRATION_BATCHES = 20  # x 256 images: the calibration set of :meth:`TopkimaViT.calibrate`
 
 
 class TopkimaSelfAttention(nn.Module):
@@ -68,10 +70,10 @@ class TopkimaSelfAttention(nn.Module):
             self.qkv.bias[:dim].mul_(self.d_k**-0.5)
         self.momentum = momentum
         for name in _CAL_NAMES:
-            # the ramp window is per head (each head's keys sit on their own crossbars)
-            shape = (heads, 1, 1) if name in _PER_HEAD else ()
-            self.register_buffer(name, torch.zeros(shape))
+            # per head: each head's keys sit on their own crossbars with their own ramp
+            self.register_buffer(name, torch.zeros((heads, 1, 1)))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self.n_averaged = 0  # > 0: exact averaging of a calibration pass, not running
         self.config = AttentionConfig()
         self.generator: torch.Generator | None = None
         self.record = False
@@ -96,11 +98,15 @@ class TopkimaSelfAttention(nn.Module):
     def _update(self, ranges: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             first = not bool(self.calibrated)
+            rate = self.momentum
+            if self.n_averaged:
+                rate = 1.0 / self.n_averaged
+                self.n_averaged += 1
             for name in _CAL_NAMES:
                 if name in ranges:
                     buf = getattr(self, name)
                     new = ranges[name].to(buf.dtype)
-                    buf.copy_(new if first else buf + self.momentum * (new - buf))
+                    buf.copy_(new if first else buf + rate * (new - buf))
             self.calibrated.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,13 +115,15 @@ class TopkimaSelfAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         # training: per-sample ranges (train_calibration "sample") or the running
         # calibration of the batches before ("running"); evaluation: the running one
-        use_running = not self.training or self.train_calibration == "running"
+        use_running = (not self.training or self.train_calibration == "running") and (
+            not self.n_averaged)
         res = topkima_attention(
             q, k, v, self.config, calib=self.calibration() if use_running else None,
-            generator=self.generator, measure=self.training or self.record,
+            generator=self.generator, measure=self.training or self.record or bool(
+                self.n_averaged),
             selection_stats=self.record,
         )
-        if self.training:
+        if self.training or self.n_averaged:
             self._update(res.ranges)
         if self.record:
             self.last_selection = res.selection
@@ -172,6 +180,39 @@ class TopkimaViT(nn.Module):
             raise ValueError(f"train calibration must be 'sample' or 'running', got {mode!r}")
         for layer in self.attention_layers():
             layer.train_calibration = mode
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, batch_size: int = 256,
+                  n_batches: int = CALIBRATION_BATCHES) -> None:
+        """Set every layer's calibration to the exact average over the first
+        ``n_batches`` x ``batch_size`` images of ``x`` (deterministic), with the current
+        weights and attention setting and per-sample ranges, as in training."""
+        was_training = self.training
+        self.eval()
+        layers = self.attention_layers()
+        for layer in layers:
+            layer.calibrated.fill_(False)
+            layer.n_averaged = 1
+        try:
+            for i in range(min(n_batches, -(-len(x) // batch_size))):
+                self(x[i * batch_size : (i + 1) * batch_size])
+        finally:
+            for layer in layers:
+                layer.n_averaged = 0
+            self.train(was_training)
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a state dict; calibration buffers whose shape differs (a file from before
+        the calibration was kept per head) are skipped, to be set by :meth:`calibrate`."""
+        own = self.state_dict()
+        keep = {k: v for k, v in state.items()
+                if not (k in own and k.rsplit(".", 1)[-1] in _CAL_NAMES
+                        and v.shape != own[k].shape)}
+        missing, unexpected = self.load_state_dict(keep, strict=False)
+        skipped = set(state) - set(keep)
+        if unexpected or set(missing) - skipped:
+            raise RuntimeError(f"model file does not fit this ViT: missing {sorted(missing)}, "
+                               f"unexpected {sorted(unexpected)}")
 
     def set_record(self, on: bool) -> None:
         """Keep each layer's last ramp selection (for the statistics table)."""
