@@ -17,7 +17,7 @@ QUICK = {
     "crossbars": ["none", "paper128"], "dim": 32, "depth": 2, "heads": 2,
 }
 FULL_DEFAULTS = {
-    "dataset": "fashion-mnist", "n_train": 20000, "epochs": 3, "lr": 2e-3,
+    "dataset": "fashion-mnist", "n_train": 60000, "epochs": 4, "lr": 2e-3,
     "ks": ["1", "2", "5", "10", "20", "all"],
     "seeds": [0, 1, 2], "crossbars": ["none", "paper128", "paper256"], "dim": 64, "depth": 2,
     "heads": 4,
@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder of the Fashion-MNIST IDX files "
                    "(default: the Debian package dataset-fashion-mnist)")
     p.add_argument("--n-train", type=int, help="use the first N training images (default "
-                   "20000 for fashion-mnist, all for --quick)")
+                   "all: 60000 for fashion-mnist, all digits for --quick)")
     p.add_argument("--n-test", type=int, help="use the first N test images (default all)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 3)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 4; 12 for --quick)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float,
                    help="peak AdamW learning rate, after a 5%% warm-up, cosine decay, "
