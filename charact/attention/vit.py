@@ -85,7 +85,8 @@ class TopkimaSelfAttention(nn.Module):
         self.train_calibration = "sample"
 
     def calibration(self) -> AttentionCalibration | None:
-        """The running calibration, or None before the first training batch."""
+        """The layer's calibration (running averages in training, then set by
+        :meth:`TopkimaViT.calibrate`), or None before any."""
         if not bool(self.calibrated):
             return None
         cfg = self.config
