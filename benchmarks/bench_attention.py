@@ -124,7 +124,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     load0 = os.getloadavg()[0]
-    child_argv = [a for a in sys.argv[1:]] + ["--child"]
+    child_argv = [*sys.argv[1:], "--child"]
     per: list[dict] = []
     for _ in range(max(1, args.processes)):
         done = subprocess.run([sys.executable, __file__, *child_argv], check=True,

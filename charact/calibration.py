@@ -49,9 +49,9 @@ import pandas as pd
 from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import Design, draw_inputs, run_array, solve_weights
 from charact.blocks.column_netlist import N_CODES, N_RAMP, array_body
-from charact.errors import UserError
 from charact.provenance import write_json
 from charact.runner import read_raw
+from charact.tables import read_table
 
 CAL_SEED = 20241120  # fixed: the calibration patterns are part of the design
 TOLERANCE_LSB = 0.05
@@ -177,20 +177,11 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
 
 def load_calibration_table(path: str | Path) -> pd.DataFrame:
     """A calibration sweep's table (its folder or its table.parquet / .csv)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "table.parquet"
-    if not p.is_file():
-        raise UserError(f"calibration table not found: {p} (run the calibration sweep "
-                        "first, e.g. charact sweep examples/column_calibration.toml)")
-    try:
-        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    except Exception as exc:  # unreadable or not a table
-        raise UserError(f"{p}: not a readable table ({type(exc).__name__})") from None
-    need = {"corner", "vdd", "temp", "status", "t_cal", "t_step", "volts_per_mac", "design"}
-    missing = sorted(need - set(df.columns))
-    if missing:
-        raise UserError(f"{p}: not a calibration table (missing {', '.join(missing)})")
+    _, df = read_table(
+        path, "calibration table",
+        ("corner", "vdd", "temp", "status", "t_cal", "t_step", "volts_per_mac", "design"),
+        " (run the calibration sweep first, e.g. charact sweep "
+        "examples/column_calibration.toml)")
     return df[df["status"] == "ok"].reset_index(drop=True)
 
 

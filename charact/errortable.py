@@ -28,6 +28,7 @@ import pandas as pd
 from charact.errors import UserError
 from charact.lookup.error_model import QUANTILES
 from charact.lookup.export import QUANTILE_COLUMNS
+from charact.tables import read_table
 
 PVT = ["corner", "vdd", "temp"]
 REQUIRED = ("corner", "vdd", "temp", "status", "mac_ideal", "code_ideal", "code")
@@ -37,19 +38,11 @@ def load_sweep_table(sweep: str | Path) -> tuple[pd.DataFrame, dict[str, Any], P
     """A sweep folder (or its table.parquet): the table, its provenance and the folder."""
     from charact.provenance import read_parquet_provenance
 
-    p = Path(sweep)
-    path = p / "table.parquet" if p.is_dir() else p
-    if not path.is_file():
-        raise UserError(f"no sweep table at {path}")
+    path, df = read_table(sweep, "column sweep table", REQUIRED)
     try:
-        df = pd.read_parquet(path)
         prov = read_parquet_provenance(path)
     except Exception as exc:
-        raise UserError(f"{path}: not a readable Parquet table ({type(exc).__name__})") \
-            from None
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: not a column sweep table (missing {', '.join(missing)})")
+        raise UserError(f"{path}: unreadable provenance ({type(exc).__name__})") from None
     return df, prov, path.parent
 
 

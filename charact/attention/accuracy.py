@@ -311,9 +311,8 @@ def _trained_model(spec: SweepSpec, job: TrainJob, data: Any, vit: Any, train: T
             model.load_weights(torch.load(src / f"{name}.pt", weights_only=True))
             model.set_attention(job.train_config)
             # calibrated again: a cheap, deterministic pass, and files from before the
-            # per-head calibration carry other statistics
-            x_cal = data.x_train if spec.n_train is None else data.x_train[: spec.n_train]
-            model.calibrate(x_cal)
+            # per-head calibration carry other statistics (data holds the n_train images)
+            model.calibrate(data.x_train)
             model.eval()
             info = json.loads((src / f"{name}.json").read_text())
             return model, {**info, "reused_from": str(src / f"{name}.pt")}

@@ -118,17 +118,18 @@ class TopkimaSelfAttention(nn.Module):
         b, n, dim = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.d_k).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
+        calibrating = self.n_averaged > 0
         # training: per-sample ranges (train_calibration "sample") or the running
-        # calibration of the batches before ("running"); evaluation: the running one
-        use_running = (not self.training or self.train_calibration == "running") and (
-            not self.n_averaged)
+        # calibration of the batches before ("running"); a calibration pass: per-sample
+        # ranges; evaluation: the layer's calibration
+        use_cal = not calibrating and (not self.training or self.train_calibration == "running")
+        update = self.training or calibrating
         res = topkima_attention(
-            q, k, v, self.config, calib=self.calibration() if use_running else None,
-            generator=self.generator, measure=self.training or self.record or bool(
-                self.n_averaged),
+            q, k, v, self.config, calib=self.calibration() if use_cal else None,
+            generator=self.generator, measure=update or self.record,
             selection_stats=self.record,
         )
-        if self.training or self.n_averaged:
+        if update:
             self._update(res.ranges)
         if self.record:
             self.last_selection = res.selection

@@ -335,14 +335,19 @@ def job_patterns(ctx: JobContext) -> tuple[Design, list, int]:
                                  explicit), seed
 
 
-class ImaColumn(Block):
+class ArrayBlock(Block):
+    """A block whose bench is the dual 10T array with its StrongARM comparators; the
+    spec's ``[params]`` set the cell's."""
+
+    template_files = ("sram10t.sp", "sense_amp.sp")
+    subckt = "dual10t"
+
+
+class ImaColumn(ArrayBlock):
     """Pattern conversions on a replica-ramp IMA array (one row per column conversion)."""
 
     name = "ima_column"
     version = "1"
-    template_files = ("sram10t.sp", "sense_amp.sp")
-    subckt = "dual10t"
-    conditions: dict[str, float] = {}
     options: dict[str, Any] = {
         **DESIGN_OPTIONS,
         "n_cols": 8,  # columns per deck (an array sharing inputs and replica rows)
@@ -450,14 +455,11 @@ def _check_explicit(opts: dict[str, Any]) -> None:
         raise UserError("[measure] explicit patterns make one deck: leave conversions = 0")
 
 
-class ImaCalibration(Block):
+class ImaCalibration(ArrayBlock):
     """Nominal calibration of the replica pulses at each operating point (one row each)."""
 
     name = "ima_calibration"
     version = "1"
-    template_files = ("sram10t.sp", "sense_amp.sp")
-    subckt = "dual10t"
-    conditions: dict[str, float] = {}
     options: dict[str, Any] = dict(DESIGN_OPTIONS)
     summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from charact.blocks.base import Block, JobContext, JobFailed
+from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import (
     DESIGN_OPTIONS,
+    ArrayBlock,
     Conversion,
     Design,
     ImaColumn,
@@ -48,6 +49,7 @@ from charact.blocks.column import (
 )
 from charact.errors import UserError
 from charact.hier.cells import CELL_OPTIONS, PointModel, characterize_point, check_cell_options
+from charact.tables import read_table, table_path
 
 CACHE_DIR = "hier_cells"
 
@@ -93,21 +95,12 @@ def inline_model(ctx: JobContext, design: Design, opts: dict[str, Any]) -> Point
 
 def models_from(source: str) -> list[PointModel]:
     """Cell-model records of an ``ima_cell_mc`` sweep folder/table or a JSON file."""
-    p = Path(source)
-    if p.is_dir():
-        p = p / "table.parquet"
+    p = table_path(source)
     if not p.is_file():
         raise UserError(f"cell models not found: {p} (run an ima_cell_mc sweep, e.g. "
                         "charact sweep examples/cell_mc.toml)")
     if p.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            df = pd.read_parquet(p)
-        except Exception as exc:
-            raise UserError(f"{p}: unreadable table ({type(exc).__name__})") from None
-        if "model_json" not in df.columns:
-            raise UserError(f"{p}: not an ima_cell_mc table (no model_json column)")
+        _, df = read_table(p, "ima_cell_mc table", ("model_json", "status"))
         recs = [json.loads(s) for s in df.loc[df["status"] == "ok", "model_json"]]
     else:
         try:
@@ -149,14 +142,11 @@ def model_calibration(model: PointModel, design: Design):
     return calibrate_model(model, design)
 
 
-class ImaCellMC(Block):
+class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
     version = "1"
-    template_files = ("sram10t.sp", "sense_amp.sp")
-    subckt = "dual10t"
-    conditions: dict[str, float] = {}
     options: dict[str, Any] = {**DESIGN_OPTIONS, **CELL_OPTIONS}
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
@@ -183,14 +173,11 @@ class ImaCellMC(Block):
                 "design": model.design, "model_json": json.dumps(model.to_json())}
 
 
-class ImaColumnComposed(Block):
+class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
     version = "1"
-    template_files = ("sram10t.sp", "sense_amp.sp")
-    subckt = "dual10t"
-    conditions: dict[str, float] = {}
     options: dict[str, Any] = {
         **ImaColumn.options,
         **CELL_OPTIONS,

@@ -40,6 +40,7 @@ from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import Design
 from charact.blocks.column_netlist import N_CAL, N_RAMP
 from charact.errors import UserError
+from charact.tables import read_table
 
 STACKS = ("mac", "rep", "cal")
 V_STEP = 5e-3  # DC grid of the bitline voltage
@@ -553,16 +554,8 @@ def sa_resolution(t0: float, tau: float, vdd: float, t_avail: float) -> float:
 
 def sa_from_sweep(path: str, corner: str, vdd: float, temp: float) -> SAModel:
     """The SA model from a ``sense_amp`` sweep: offset mean/sigma per common mode."""
-    import pandas as pd
-
-    p = Path(path)
-    p = p / "table.parquet" if p.is_dir() else p
-    try:
-        df = pd.read_parquet(p)
-    except Exception as exc:
-        raise UserError(f"{p}: unreadable sense_amp table ({type(exc).__name__})") from None
-    if not {"offset", "vcm", "corner", "vdd", "temp", "status"} <= set(df.columns):
-        raise UserError(f"{p}: not a sense_amp sweep table")
+    _, df = read_table(path, "sense_amp sweep table",
+                       ("offset", "vcm", "corner", "vdd", "temp", "status"))
     g = df[(df["status"] == "ok") & (df["corner"] == corner) & np.isclose(df["vdd"], vdd)
            & np.isclose(df["temp"], temp)]
     if g.empty:
