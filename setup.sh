@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up charact on a fresh Debian/Ubuntu machine:
-#   - OS packages: ngspice (the simulator) and dataset-fashion-mnist (accuracy runs);
+#   - OS packages: ngspice (the simulator), libngspice0 (its shared library, for
+#     --backend pyspice; charact finds the versioned libngspice.so.0 itself) and
+#     dataset-fashion-mnist (accuracy runs);
 #   - a virtual environment in .venv with charact (editable), torch (CPU), the test tools,
 #     and the default technology's models (FreePDK45 from the c4m-pdk-freepdk45 package,
 #     installed without its dependencies: only its SPICE files are used).
@@ -12,6 +14,7 @@ sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 missing=()
 command -v ngspice >/dev/null 2>&1 || missing+=(ngspice)
+dpkg -s libngspice0 >/dev/null 2>&1 || missing+=(libngspice0)
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing OS packages: ${missing[*]}"

@@ -51,7 +51,7 @@ from charact.blocks.column import Design, draw_inputs, run_array, solve_weights
 from charact.blocks.column_netlist import N_CODES, N_RAMP, array_body
 from charact.provenance import write_json
 from charact.runner import read_raw
-from charact.tables import read_table
+from charact.tables import read_sweep
 
 CAL_SEED = 20241120  # fixed: the calibration patterns are part of the design
 TOLERANCE_LSB = 0.05
@@ -176,12 +176,14 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
 # -- calibration tables and the per-job lookup ---------------------------------------------
 
 def load_calibration_table(path: str | Path) -> pd.DataFrame:
-    """A calibration sweep's table (its folder or its table.parquet / .csv)."""
-    _, df = read_table(
-        path, "calibration table",
-        ("corner", "vdd", "temp", "status", "t_cal", "t_step", "volts_per_mac", "design"),
-        " (run the calibration sweep first, e.g. charact sweep "
-        "examples/column_calibration.toml)")
+    """A calibration sweep's table (its folder or its table.parquet / .csv); the sweep
+    of another block (a column sweep given by mistake) is refused."""
+    df = read_sweep(
+        path, ("corner", "vdd", "temp", "status", "t_cal", "t_step", "volts_per_mac",
+               "design"),
+        block="ima_calibration", what="calibration table",
+        hint=" (run the calibration sweep first, e.g. charact sweep "
+        "examples/column_calibration.toml)").table
     return df[df["status"] == "ok"].reset_index(drop=True)
 
 

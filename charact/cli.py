@@ -3,7 +3,9 @@
 Each stage module exposes ``register(subparsers)`` that adds its subcommand and sets
 ``func`` on the parser; the function takes the parsed arguments and returns an exit
 status. User errors (:class:`charact.errors.UserError`) end in one line on stderr and
-exit status 2, with nothing half-written.
+exit status 2, with nothing half-written; environment failures
+(:class:`charact.errors.EnvironmentFailure`: ngspice or its shared library missing or
+not runnable, results folder not writable) in one line and exit status 3.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import importlib
 import sys
 
 from charact import __version__
-from charact.errors import UserError
+from charact.errors import EnvironmentFailure, UserError
+
+#: Exit statuses besides 0 (a command's own, such as ``sweep``'s 1, are in its help).
+EXIT_USER_ERROR = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
 
 # Modules that add subcommands, in the order they appear in ``charact --help``.
 COMMAND_MODULES: list[str] = [
@@ -50,13 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"charact: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except EnvironmentFailure as exc:
+        # Its text may quote ngspice or the loader, line breaks included.
+        print(f"charact: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("charact: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from charact.errors import UserError
+from charact.mismatch import DeviceDraw, check_sizes, expand, stream_seed
 from charact.tech import Technology
 from charact.templates import Template
 
@@ -17,6 +18,8 @@ class Deck:
     name: str
     text: str
     spiceinit: tuple[str, ...]
+    # the transistors of the deck with their sizes and (Monte-Carlo) mismatch scores
+    devices: tuple[DeviceDraw, ...] = field(default=(), compare=False)
 
     @property
     def sha256(self) -> str:
@@ -27,16 +30,24 @@ class Deck:
 
 @dataclass(frozen=True)
 class Point:
-    """An operating point: process corner, supply and temperature, and the MC seed.
+    """An operating point: process corner, supply and temperature, and the die.
 
-    ``seed`` is None for a nominal run (no mismatch); otherwise the ngspice seed for
-    every per-instance random draw in the deck.
+    ``seed`` is None for a nominal run (no mismatch). Otherwise the point is die ``die``
+    of the Monte-Carlo stream ``seed``: every device's mismatch is keyed by
+    ``(seed, die, instance path)`` (``charact.mismatch``), so the die is the same at
+    every corner, supply and temperature and in every deck that holds the device.
     """
 
     corner: str
     vdd: float
     temp: float
     seed: int | None = None
+    die: int = 0
+
+    @property
+    def stream_seed(self) -> int | None:
+        """A seed for the die's other randomness (ngspice's own draws, patterns)."""
+        return None if self.seed is None else stream_seed(self.seed, self.die)
 
 
 def check_point(tech: Technology, point: Point) -> None:
@@ -45,6 +56,9 @@ def check_point(tech: Technology, point: Point) -> None:
         raise UserError(f"supply voltage must be positive, got vdd={point.vdd}")
     if not -273.15 < point.temp < 400:
         raise UserError(f"temperature out of range: {point.temp} degC")
+    if point.seed is not None and (point.seed < 0 or point.die < 0):
+        raise UserError(f"Monte-Carlo seed and die must be >= 0, got {point.seed}, "
+                        f"{point.die}")
 
 
 def render_deck(name: str, body: str, tech: Technology, point: Point,
@@ -62,7 +76,8 @@ def render_deck(name: str, body: str, tech: Technology, point: Point,
     if tech.scale != 1.0:
         opts.append(f"scale={tech.scale:g}")
     if mc:
-        opts.append(f"seed={int(point.seed)}")
+        # ngspice's own generator only serves a deck's native statistical sections
+        opts.append(f"seed={point.stream_seed}")
     opts += list(tech.options) + list(extra_options)
     parts.append(".option " + " ".join(opts))
     parts.append(f".param vdd={point.vdd:.6g}")
@@ -77,7 +92,11 @@ def render_deck(name: str, body: str, tech: Technology, point: Point,
         raise ValueError("tmax given without a .tran analysis in the body")
     parts.append(".end")
     spiceinit = ("set num_threads=1",) + tuple(tech.spiceinit)
-    return Deck(name=name, text="\n".join(parts) + "\n", spiceinit=spiceinit)
+    text = "\n".join(parts) + "\n"
+    keyed = mc and tech.mismatch.method == "pelgrom"
+    exp = expand(text, seed=point.seed if keyed else None, die=point.die)
+    check_sizes(exp.devices, tech.l_min, tech.w_min, f"deck {name} ({tech.name})")
+    return Deck(name=name, text=exp.text, spiceinit=spiceinit, devices=tuple(exp.devices))
 
 
 def _strip_end(text: str) -> str:

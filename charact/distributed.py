@@ -22,28 +22,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from charact.errors import UserError
+from charact.errors import EnvironmentFailure, UserError
 from charact.provenance import atomic_path, write_json
 
 #: A failed job's decks and logs come back with its record, up to this many bytes.
 MAX_WORK_BYTES = 5_000_000
 
 
-def _remote_job(spec: Any, job: Any, backend: str,
-                keep_work: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Runs on a worker: the job in a scratch folder; its record and work files."""
-    from charact.sweep import run_job, work_dir
+def _remote_job(spec: Any, job: Any, backend: str, keep_work: bool
+                ) -> tuple[dict[str, Any] | EnvironmentFailure, dict[str, bytes]]:
+    """Runs on a worker: the job in a scratch folder; its record and work files, by
+    path relative to that folder (``work/<key>.<pid>/...``, the path a failed row's
+    reason names). An environment failure comes back in place of the record: raised
+    here, dask would log it as a failed task with its traceback."""
+    from charact.sweep import results_error, run_job, work_dir
 
-    scratch = Path(tempfile.mkdtemp(prefix="charact-dask-"))
     try:
-        record = run_job(spec, job, scratch, backend, keep_work)
+        scratch = Path(tempfile.mkdtemp(prefix="charact-dask-"))
+    except OSError as exc:
+        return results_error(Path(tempfile.gettempdir()), exc), {}
+    try:
+        try:
+            record = run_job(spec, job, scratch, backend, keep_work)
+        except EnvironmentFailure as exc:
+            return exc, {}
         files: dict[str, bytes] = {}
         work = work_dir(scratch, job.key)
         total = 0
         if work.is_dir():
             for path in sorted(work.rglob("*")):
                 if path.is_file() and total + path.stat().st_size <= MAX_WORK_BYTES:
-                    files[str(path.relative_to(work))] = path.read_bytes()
+                    files[path.relative_to(scratch).as_posix()] = path.read_bytes()
                     total += path.stat().st_size
         return record, files
     finally:
@@ -57,7 +66,9 @@ def _store(out_dir: Path, record: dict[str, Any], files: dict[str, bytes]) -> No
     key = record["row"]["key"]
     try:
         for rel, data in files.items():
-            with atomic_path(out_dir / "work" / key / rel) as tmp:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                continue  # only ever below the results folder
+            with atomic_path(out_dir / rel) as tmp:
                 tmp.write_bytes(data)
         write_json(out_dir / "jobs" / f"{key}.json", record)
     except OSError as exc:
@@ -109,6 +120,8 @@ def dask_executor(scheduler: str, processes: bool = True,
                        for a in args]
             for fut in as_completed(futures):
                 record, files = fut.result()
+                if isinstance(record, EnvironmentFailure):
+                    raise record  # stops the sweep here, in one line
                 _store(Path(out_dir), record, files)
                 yield record
         finally:

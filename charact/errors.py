@@ -11,5 +11,16 @@ class UserError(Exception):
     """
 
 
-class SimulatorMissing(UserError):
-    """ngspice is not installed or not on PATH."""
+class EnvironmentFailure(Exception):
+    """The machine cannot run jobs: the simulator or its shared library is missing or
+    does not start, or the results or work folders cannot be written (full disk,
+    permissions).
+
+    Never stored as a job's result: it would be the same for every job. A sweep stops
+    (finished jobs are kept) and the CLI prints ``charact: error: <message>`` and exits
+    with status 3.
+    """
+
+
+class SimulatorMissing(EnvironmentFailure):
+    """ngspice (or its shared library) is not installed, not found or does not run."""

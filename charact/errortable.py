@@ -28,22 +28,19 @@ import pandas as pd
 from charact.errors import UserError
 from charact.lookup.error_model import QUANTILES
 from charact.lookup.export import QUANTILE_COLUMNS
-from charact.tables import read_table
+from charact.tables import read_sweep
 
 PVT = ["corner", "vdd", "temp"]
 REQUIRED = ("corner", "vdd", "temp", "status", "mac_ideal", "code_ideal", "code")
+# The blocks whose sweeps have the column-conversion format (full SPICE and composed).
+COLUMN_BLOCKS = ("ima_column", "ima_column_composed")
 
 
 def load_sweep_table(sweep: str | Path) -> tuple[pd.DataFrame, dict[str, Any], Path]:
-    """A sweep folder (or its table.parquet): the table, its provenance and the folder."""
-    from charact.provenance import read_parquet_provenance
-
-    path, df = read_table(sweep, "column sweep table", REQUIRED)
-    try:
-        prov = read_parquet_provenance(path)
-    except Exception as exc:
-        raise UserError(f"{path}: unreadable provenance ({type(exc).__name__})") from None
-    return df, prov, path.parent
+    """A column sweep folder (or its table.parquet): the table, its manifest and the
+    folder. A sweep of another block is refused."""
+    st = read_sweep(sweep, REQUIRED, block=COLUMN_BLOCKS, what="column sweep table")
+    return st.table, st.manifest, st.folder
 
 
 def error_table(table: pd.DataFrame, by: str = "code_ideal") -> pd.DataFrame:

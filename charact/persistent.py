@@ -6,7 +6,9 @@ deck is sourced, so keeping the process alive alone saves only its start-up. Wha
 save the load is keeping the *circuit* loaded and rebuilding it from ngspice's parsed
 copy:
 
-* A deck is keyed by its text without the Monte-Carlo seed. The next deck with the same
+* A deck is keyed by its text without the Monte-Carlo seed and without the device-keyed
+  mismatch scores (``charact.mismatch``: global parameters, set with ``alterparam``
+  before the ``reset`` below). The next deck with the same
   key (the next sample of the same point and bench) is re-drawn in place with
   ``setseed N`` + ``reset`` (about 20 ms on SkyWater 130 instead of 5 s: ``reset``
   rebuilds the circuit from the deck ngspice kept after reading the files, and redraws
@@ -49,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charact.deck import Deck
+from charact.errors import SimulatorMissing
+from charact.mismatch import split_scores
 from charact.runner import (
     RunResult,
     failure_reason,
@@ -74,7 +78,20 @@ class SessionStats:
 
 
 class SessionDied(Exception):
-    """ngspice ended or stopped answering; the session must be restarted."""
+    """ngspice ended or stopped answering; the session must be restarted. ``log`` is
+    what it printed last."""
+
+    def __init__(self, reason: str, log: str = "") -> None:
+        super().__init__(reason)
+        self.log = log
+
+
+class LoadFailed(RuntimeError):
+    """ngspice refused a deck; ``log`` is what it printed (for the job's log file)."""
+
+    def __init__(self, reason: str, log: str = "") -> None:
+        super().__init__(reason)
+        self.log = log
 
 
 def split_seed(text: str) -> tuple[str, int | None]:
@@ -99,10 +116,16 @@ class NgspiceSession:
         self.stats = stats or SessionStats()
         self.dir = Path(tempfile.mkdtemp(prefix="charact-ngspice-"))
         (self.dir / ".spiceinit").write_text("\n".join(self.spiceinit) + "\n")
-        self.proc = subprocess.Popen(
-            [ngspice_path(), "-p"], cwd=self.dir, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            bufsize=1)
+        exe = ngspice_path()
+        try:
+            self.proc = subprocess.Popen(
+                [exe, "-p"], cwd=self.dir, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                errors="replace", bufsize=1)
+        except OSError as exc:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise SimulatorMissing(f"cannot run {exe}: {exc.strerror or exc}; "
+                                   "reinstall ngspice") from None
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.key: str | None = None  # the loaded circuit
@@ -139,13 +162,13 @@ class NgspiceSession:
                 raise TimeoutError(f"timeout after {timeout:g} s") from None
             if line is None:
                 raise SessionDied("ngspice exited: " + (failure_reason("".join(out))
-                                                        or "no reason given"))
+                                                        or "no reason given"), "".join(out))
             if token in line:
                 return "".join(out)
             out.append(line)
 
     def load(self, key: str, text: str, timeout: float) -> str:
-        """Replace the loaded circuit by ``text``. RuntimeError if ngspice refused it."""
+        """Replace the loaded circuit by ``text``. LoadFailed if ngspice refused it."""
         log = ""
         if self.key is not None:
             log += self.command("remcirc", timeout=60)
@@ -154,7 +177,7 @@ class NgspiceSession:
         path.write_text(text)
         log += self.command(f"source {path}", timeout=timeout)
         if "there aren't any circuits" in self.command("setcirc", timeout=60):
-            raise RuntimeError(failure_reason(log) or "ngspice could not load the deck")
+            raise LoadFailed(failure_reason(log) or "ngspice could not load the deck", log)
         self.key = key
         return log
 
@@ -261,7 +284,10 @@ class NgspicePersistent:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / f"{deck.name}.cir").write_text(deck.text)  # to rerun by hand
         text, seed = split_seed(deck.text)
-        key = hashlib.sha256((text + "\0".join(deck.spiceinit)).encode()).hexdigest()[:20]
+        # A die's device-keyed scores are parameters: the key is the deck without them.
+        keyed_text, scores = split_scores(text)
+        key = hashlib.sha256((keyed_text + "\0".join(deck.spiceinit)).encode()
+                             ).hexdigest()[:20]
         raw_path = workdir / f"{deck.name}.raw"
         t0 = time.perf_counter()
         log = ""
@@ -273,8 +299,10 @@ class NgspicePersistent:
                 log += s.command(f"setseed {seed}", timeout=60)
             t_load = time.perf_counter()
             if reused:
-                # Rebuild the loaded circuit from ngspice's parsed copy: fresh state and
-                # new agauss draws from the seed just set.
+                # Rebuild the loaded circuit from ngspice's parsed copy: fresh state, this
+                # die's scores, and new agauss draws from the seed just set.
+                for name, value in scores:
+                    s.command(f"alterparam {name}={value}", timeout=60)
                 log += s.command("reset", timeout=timeout)
                 STATS.reuses += 1
                 STATS.reuse_seconds += time.perf_counter() - t_load
@@ -283,8 +311,9 @@ class NgspicePersistent:
                     log += s.load(key, text, timeout)
                     STATS.loads += 1
                     STATS.load_seconds += time.perf_counter() - t_load
-                except RuntimeError as exc:
+                except LoadFailed as exc:
                     reason = str(exc)
+                    log += exc.log
             if not reason:
                 t_run = time.perf_counter()
                 run_log = s.command("run", timeout=max(timeout - (t_run - t0), 0.01))
@@ -301,6 +330,7 @@ class NgspicePersistent:
             if s is not None:
                 _discard(s)
             reason = str(exc)
+            log += getattr(exc, "log", "")
         elapsed = time.perf_counter() - t0
         (workdir / f"{deck.name}.log").write_text(log)
         if raw and not reason and not raw_path.is_file():

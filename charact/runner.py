@@ -15,6 +15,7 @@ them, from the binary raw file (:func:`read_raw`).
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -65,6 +66,12 @@ class Simulator(Protocol):
 def ngspice_path() -> str:
     exe = shutil.which("ngspice")
     if not exe:
+        # which() skips files without execute permission: name such a file if there is one.
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            candidate = Path(folder or ".") / "ngspice"
+            if candidate.is_file():
+                raise SimulatorMissing(f"{candidate} is not executable; fix its permissions "
+                                       "or reinstall ngspice")
         raise SimulatorMissing(
             "ngspice not found on PATH; install it with 'sudo apt-get install -y ngspice' "
             "(Debian/Ubuntu), 'brew install ngspice' (macOS) or 'conda install -c "
@@ -73,11 +80,27 @@ def ngspice_path() -> str:
     return exe
 
 
+def _cannot_run(exe: str, exc: OSError) -> SimulatorMissing:
+    return SimulatorMissing(f"cannot run {exe}: {exc.strerror or exc}; reinstall ngspice")
+
+
 @lru_cache(maxsize=1)
 def ngspice_version() -> str:
-    out = subprocess.run([ngspice_path(), "-v"], capture_output=True, text=True, timeout=30)
+    exe = ngspice_path()
+    try:
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=30,
+                             errors="replace")
+    except OSError as exc:
+        raise _cannot_run(exe, exc) from None
+    except subprocess.TimeoutExpired:
+        raise SimulatorMissing(f"{exe} -v did not answer within 30 s") from None
     m = re.search(r"ngspice-(\S+)", out.stdout + out.stderr)
-    return f"ngspice-{m.group(1)}" if m else "ngspice-unknown"
+    if m:
+        return f"ngspice-{m.group(1)}"
+    if out.returncode != 0:  # a broken install: missing shared objects and the like
+        last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        raise SimulatorMissing(f"{exe} does not run: {last.strip()[:200]}")
+    return "ngspice-unknown"
 
 
 def parse_measures(log: str) -> dict[str, float]:
@@ -90,12 +113,49 @@ def parse_measures(log: str) -> dict[str, float]:
     return out
 
 
-def failure_reason(log: str) -> str:
-    """The first line of the log that explains a failure, or ''."""
-    for line in log.splitlines():
+# Lines that close an error block ngspice has already explained on the lines above.
+_TRAILERS = ("simulation interrupted", "fatal error in ngspice", "simulation(s) aborted")
+
+
+def _is_failure(line: str) -> bool:
+    low = line.lower()
+    # "Circuit: <title>" echoes the deck's first line, whatever words it has.
+    return any(p in low for p in _FAIL_PATTERNS) and "warning" not in low \
+        and not low.startswith("circuit:")
+
+
+def failure_reason(log: str, limit: int = 300) -> str:
+    """ngspice's explanation of a failure, in one line of at most ``limit`` characters,
+    or ''.
+
+    ngspice 39 spreads a message over lines: ``Error on line 5 or its substitute:``, the
+    offending netlist line, then what is wrong with it; ``Netlist line no. 2:`` then the
+    message; or the message and then ``Simulation interrupted due to error!``. The
+    whole block is kept, joined.
+    """
+    lines = [" ".join(ln.split()) for ln in log.splitlines()]
+    for i, line in enumerate(lines):
         low = line.lower()
-        if any(p in low for p in _FAIL_PATTERNS) and "warning" not in low:
-            return line.strip()[:300]
+        if not line or not (_is_failure(line) or low.startswith("netlist line no")):
+            continue
+        if any(t in low for t in _TRAILERS):
+            # The message is the block just above this closing line.
+            j = i
+            while j > 0 and i - j < 3 and lines[j - 1] \
+                    and "warning" not in lines[j - 1].lower():
+                j -= 1
+            parts = lines[j:i] or [line]
+        else:
+            parts = [line]
+            k = i + 1
+            # A header ending in ':' continues on the next lines, up to a blank line.
+            while line.endswith(":") and k < len(lines) and lines[k] and k - i <= 6 \
+                    and not any(t in lines[k].lower() for t in _TRAILERS) \
+                    and "warning" not in lines[k].lower():
+                parts.append(lines[k])
+                k += 1
+        text = " ".join(parts)
+        return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
     return ""
 
 
@@ -138,27 +198,42 @@ class NgspiceBatch:
             deck = with_raw_output(deck, raw_path.name)
         cir = write_run_dir(deck, workdir)
         cmd = [exe, "-b", cir.name]
+        log_path = workdir / f"{deck.name}.log"
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
                                   timeout=timeout, errors="replace")
         except subprocess.TimeoutExpired as exc:
-            log = (exc.stdout or "") if isinstance(exc.stdout, str) else ""
+            # The partial output comes back as bytes even in text mode.
+            out = exc.stdout or b""
+            log = out.decode(errors="replace") if isinstance(out, bytes) else out
+            log_path.write_text(log)
             return RunResult(False, reason=f"timeout after {timeout:g} s",
                              elapsed=time.perf_counter() - t0, log=log)
+        except OSError as exc:
+            raise _cannot_run(exe, exc) from None
         elapsed = time.perf_counter() - t0
+        if "error while loading shared libraries" in proc.stderr:
+            raise SimulatorMissing(f"{exe} does not run: {proc.stderr.strip()[:200]}")
         log = proc.stdout + "\n" + proc.stderr
-        (workdir / f"{deck.name}.log").write_text(log)
+        log_path.write_text(log)
         measures = parse_measures(proc.stdout)
         reason = ""
         if proc.returncode != 0:
-            reason = failure_reason(log) or f"ngspice exited with status {proc.returncode}"
+            reason = failure_reason(log) or exit_reason(proc.returncode, proc.stderr)
         elif "simulation(s) aborted" in log.lower() or "tran simulation(s) aborted" in log:
             reason = failure_reason(log) or "simulation aborted"
         if raw and not reason and not raw_path.is_file():
             reason = "ngspice wrote no raw file"
         return RunResult(ok=not reason, measures=measures, reason=reason, elapsed=elapsed,
                          raw=raw_path if raw and raw_path.is_file() else None, log=log)
+
+
+def exit_reason(status: int, stderr: str) -> str:
+    """The reason for an ngspice exit with no error message: the status and ngspice's
+    last word (ngspice 39 drops some malformed netlist lines without saying which)."""
+    last = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return f"ngspice exited with status {status}" + (f": {last[-1][:200]}" if last else "")
 
 
 def read_raw(path: Path) -> dict[str, np.ndarray]:

@@ -18,7 +18,8 @@ Example (``examples/sense_amp.toml``)::
 
     [montecarlo]
     samples = 20                      # 0 = one nominal run per point, no mismatch
-    seed = 1
+    seed = 1                          # the mismatch stream: sample i is die i of it,
+                                      # the same die at every corner, VDD, temperature
 
     [measure]                         # block measurement options
     delta_v = [1e-4, 1e-3, 1e-2, 1e-1]
@@ -43,6 +44,7 @@ import numpy as np
 from charact.blocks import Block, get_block
 from charact.deck import Point, check_point
 from charact.errors import UserError
+from charact.mismatch import STREAM_VERSION
 from charact.tech import Technology, load_technology
 
 SCHEMA = "charact.sweep/1"
@@ -127,13 +129,6 @@ def job_key(spec_identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def sample_seed(seed: int, point_index: int, sample: int) -> int:
-    """The ngspice seed of one sample: fixed by the spec seed, the point and the sample,
-    so reordering or resuming a sweep never changes a number."""
-    ss = np.random.SeedSequence([seed, point_index, sample])
-    return int(ss.generate_state(1)[0] % 2_000_000_000) + 1
-
-
 def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = None,
                simulator_version: str = "") -> SweepSpec:
     """Check a spec dictionary and expand it into jobs. Raises UserError on any problem."""
@@ -156,7 +151,7 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
     for section in ("params", "conditions", "montecarlo", "measure", "run"):
         if section in data and not isinstance(data[section], dict):
             raise UserError(f"{where}: [{section}] must be a table")
-    params = block.check_params(dict(data.get("params", {})))
+    params = block.check_params(dict(data.get("params", {})), tech)
     cond = dict(data.get("conditions", {}))
     axes: dict[str, list] = {}
     axes["corner"] = _axis("corner", cond.pop("corner", list(tech.corners)[:1]), where)
@@ -175,8 +170,8 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
         raise UserError(f"{where}: unknown [montecarlo] field(s) {', '.join(sorted(mc))}")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise UserError(f"{where}: [montecarlo] samples must be a non-negative integer")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UserError(f"{where}: [montecarlo] seed must be an integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise UserError(f"{where}: [montecarlo] seed must be an integer >= 0")
     if samples and tech.mismatch.method == "none":
         raise UserError(f"{where}: technology {tech.name!r} has no mismatch description")
     options = block.check_options(dict(data.get("measure", {})))
@@ -193,7 +188,8 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
                      timeout=float(timeout), description=str(data.get("description", "")))
     identity = {
         "block": block.name, "block_version": block.version,
-        "templates": [t.sha256 for t in block.load_templates()],
+        "templates": [t.sha256 for t in block.load_templates(tech)],
+        "mismatch_stream": STREAM_VERSION,
         "tech": tech.fingerprint(), "params": params, "options": options,
         "simulator": simulator_version,
     }
@@ -203,12 +199,14 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
         raise UserError(f"{where}: the sweep has {n_jobs} jobs, more than {MAX_JOBS}; "
                         "split it into several specs")
     index = 0
-    for p_index, combo in enumerate(itertools.product(*(axes[n] for n in names))):
+    for combo in itertools.product(*(axes[n] for n in names)):
         values = dict(zip(names, combo, strict=True))
         conditions = {n: values[n] for n in names[3:]}
         for sample in (range(samples) if samples else [-1]):
-            seed_n = sample_seed(seed, p_index, sample) if sample >= 0 else None
-            point = Point(values["corner"], values["vdd"], values["temp"], seed_n)
+            # A sample is a die of the stream ``seed``: its key holds the point's values
+            # and the die, never a position, so a sub-spec reuses a larger spec's jobs.
+            point = Point(values["corner"], values["vdd"], values["temp"],
+                          seed if sample >= 0 else None, max(sample, 0))
             check_point(tech, point)
             key = job_key({**identity, "point": point.__dict__, "conditions": conditions})
             spec.jobs.append(Job(index, point, conditions, sample, key))

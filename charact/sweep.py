@@ -4,7 +4,8 @@ Layout of ``results/<name>/``::
 
     jobs/<key>.json      one finished job (its row and timing), written atomically by
                          the worker that ran it: a killed sweep loses only running jobs
-    work/<key>/          the decks and logs of a job (removed on success unless kept)
+    work/<key>.<pid>/    the decks and logs of a job (removed on success unless kept);
+                         a failed row's reason ends with the log that shows why
     table.parquet        one row per sample, in job order, with provenance metadata
     table.csv            on request (+ table.provenance.json)
     manifest.json        spec, technology, code revision, simulator, seeds and timings
@@ -18,10 +19,12 @@ spec redoes only jobs without a file; changing any of those makes new keys.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -34,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from charact.blocks import JobContext, JobFailed
-from charact.errors import UserError
+from charact.errors import EnvironmentFailure, UserError
 from charact.provenance import stamp, write_json, write_table
 from charact.runner import NgspiceBatch, Simulator
 from charact.spec import Job, SweepSpec
@@ -69,7 +72,7 @@ def make_simulator(backend: str) -> Simulator:
 BACKENDS = ("auto", "batch", "persistent", "pyspice")
 
 
-class ResultsUnwritable(UserError):
+class ResultsUnwritable(EnvironmentFailure):
     """The results folder cannot be written (read-only, full disk): the sweep stops."""
 
 
@@ -79,6 +82,66 @@ def results_error(path: Path, exc: OSError) -> ResultsUnwritable:
                              "free space or fix permissions and rerun to resume")
 
 
+#: OSErrors that come from the machine (space, quota, permissions, descriptors), not
+#: from the job: every job would fail the same way.
+_ENV_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                         errno.EPERM, errno.EMFILE, errno.ENFILE})
+
+
+def is_environment_oserror(exc: OSError) -> bool:
+    return exc.errno in _ENV_ERRNOS
+
+
+def check_backend(backend: str) -> None:
+    """Start the backend's simulator once, before any job: a missing ngspice or shared
+    library stops the sweep with :class:`EnvironmentFailure` instead of failing every
+    job. ``backend`` is a resolved name (not ``auto``)."""
+    make_simulator(backend).version()
+
+
+_WHERE = re.compile(r"\s*\((?:log|traceback|work): [^()]*\)$")
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def split_reason(reason: str) -> tuple[str, str]:
+    """A failed row's reason without, and with only, its trailing ``(log: PATH)``."""
+    m = _WHERE.search(reason)
+    return (reason[:m.start()], m.group(0).strip()) if m else (reason, "")
+
+
+def count_failures(table: pd.DataFrame) -> list[tuple[int, str]]:
+    """(jobs, the first one's reason) per kind of failure, most frequent first. Reasons
+    that differ only in their log and in numbers (the instance line ngspice quotes
+    carries each sample's mismatch values) are one kind."""
+    if "status" not in table or "reason" not in table:
+        return []
+    failed = table[table["status"] != "ok"].drop_duplicates("key")
+    groups: dict[str, list[str]] = {}
+    for reason in failed["reason"].astype(str):
+        groups.setdefault(_NUMBER.sub("#", split_reason(reason)[0]), []).append(reason)
+    return sorted(((len(v), v[0]) for v in groups.values()), key=lambda t: -t[0])
+
+
+def _where(out_dir: Path, workdir: Path, deck: str, traceback_written: bool) -> str:
+    """`` (log: work/<key>.<pid>/<deck>.log)``: the file that shows why a job failed,
+    relative to the results folder; '' when the job left none."""
+    if traceback_written:
+        kind, path = "traceback", workdir / "traceback.txt"
+    elif deck and (workdir / f"{deck}.log").is_file():
+        kind, path = "log", workdir / f"{deck}.log"
+    elif workdir.is_dir():
+        kind, path = "work", workdir
+    else:
+        return ""
+    try:
+        rel = path.relative_to(out_dir).as_posix()
+    except ValueError:
+        rel = str(path)
+    return f" ({kind}: {rel})"
+
+
 class _Deadline:
     """The job's simulator with one time budget for all its decks: the job timeout."""
 
@@ -86,6 +149,7 @@ class _Deadline:
         self.sim, self.budget, self.t0 = sim, budget, time.monotonic()
         self.name = sim.name
         self.expired_in = ""  # the deck that ran out of time
+        self.last_deck = ""  # the deck run last: its log explains a failure
 
     def version(self) -> str:
         return self.sim.version()
@@ -93,6 +157,7 @@ class _Deadline:
     def run(self, deck, workdir: Path, timeout: float = 600.0, raw: bool = False):
         from charact.runner import RunResult
 
+        self.last_deck = deck.name
         left = min(timeout, self.budget - (time.monotonic() - self.t0))
         if left <= 0:
             self.expired_in = deck.name
@@ -112,30 +177,51 @@ def work_dir(out_dir: Path, key: str) -> Path:
 def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
             keep_work: bool = False) -> dict[str, Any]:
     """Run one job and write ``jobs/<key>.json``; return the record. Never raises for a
-    simulation failure: the record says ``status = "failed"`` and why."""
+    simulation failure: the record says ``status = "failed"``, why, and which log shows
+    it. Raises :class:`EnvironmentFailure` (and writes no record) when the machine cannot
+    run the job: simulator missing, work or results folder not writable."""
     workdir = work_dir(out_dir, job.key)
     sim = _Deadline(make_simulator(backend), spec.timeout)
     ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
                      conditions=job.conditions, options=spec.options, workdir=workdir,
-                     sim=sim, templates=spec.block.load_templates(), timeout=spec.timeout)
+                     sim=sim, templates=spec.block.load_templates(spec.tech),
+                     timeout=spec.timeout)
     t0 = time.perf_counter()
-    status, reason = "ok", ""
+    status, reason, crashed = "ok", "", ""  # crashed: the traceback of a bench's bug
     try:
         measured = spec.block.simulate(ctx)
+    except EnvironmentFailure:
+        shutil.rmtree(workdir, ignore_errors=True)  # the same for every job: no result
+        raise
     except JobFailed as exc:
         status, reason, measured = "failed", str(exc), {}
         if sim.expired_in:
             reason = f"timeout after {spec.timeout:g} s (deck {sim.expired_in})"
-    except Exception as exc:  # a bug in a bench must not stop a long sweep
-        status, measured = "failed", {}
+    except OSError as exc:
+        if is_environment_oserror(exc):
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise results_error(Path(exc.filename or workdir), exc) from None
+        status, measured, crashed = "failed", {}, traceback.format_exc()
         reason = f"internal error: {type(exc).__name__}: {exc}"
-        (workdir / "traceback.txt").parent.mkdir(parents=True, exist_ok=True)
-        (workdir / "traceback.txt").write_text(traceback.format_exc())
+    except Exception as exc:  # a bug in a bench must not stop a long sweep
+        status, measured, crashed = "failed", {}, traceback.format_exc()
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    if crashed:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "traceback.txt").write_text(crashed)
+        except OSError as exc:
+            raise results_error(workdir, exc) from None
+    if status != "ok":
+        reason += _where(out_dir, workdir, sim.last_deck, bool(crashed))
     wall = time.perf_counter() - t0
     base: dict[str, Any] = {
         "job": job.index, "key": job.key, "corner": job.point.corner,
         "vdd": job.point.vdd, "temp": job.point.temp, **job.conditions,
         "sample": job.sample, "seed": job.point.seed if job.point.seed is not None else -1,
+        # the die this job simulated (-1: nominal devices); its mismatch is keyed by
+        # (seed, die, device), so the same die number is the same silicon at every point
+        "die": job.point.die if job.point.seed is not None else -1,
         "status": status, "reason": reason,
     }
     # A block returns one row, or a list of rows (several conversions in one deck).
@@ -217,20 +303,30 @@ class Progress:
 def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "batch",
               retry_failed: bool = False, keep_work: bool = False, csv: bool = False,
               progress: bool = True,
-              executor: Callable[..., Any] | None = None) -> SweepResult:
+              executor: Callable[..., Any] | None = None,
+              check_tech: bool = True) -> SweepResult:
     """Run every unfinished job of ``spec`` and write the table and manifest.
+
+    First, with ``check_tech``, the technology is probed in ngspice at the spec's corners
+    (``charact.techcheck``): a wrong section, model or shift parameter ends the sweep in
+    one line before anything is written.
 
     ``n_jobs`` <= 0 means all cores. ``executor`` replaces joblib (for other engines);
     it is called as ``executor(fn, argument_tuples, n_jobs)`` and yields records.
     ``backend = "auto"`` measures the technology's model-load time and keeps ngspice
     alive (``persistent``) when loading dominates, else runs ``batch``.
-    Raises :class:`ResultsUnwritable` (a UserError) when the folder cannot be written;
-    jobs finished until then stay in ``jobs/``.
+    Raises :class:`EnvironmentFailure` when the backend cannot start (checked before
+    any job) or a job meets a machine problem, and :class:`ResultsUnwritable` (one) when
+    the folder cannot be written; jobs finished until then stay in ``jobs/``.
     """
     out_dir = Path(out_dir)
     if backend not in BACKENDS:
         make_simulator(backend)  # raises the UserError naming the known ones
     backend_why = ""
+    if check_tech:
+        from charact.techcheck import check_technology
+
+        check_technology(spec.tech, list(spec.axes["corner"]), mc=spec.samples > 0)
     with _lock(out_dir):
         jobs_dir = out_dir / "jobs"
         done: dict[str, dict[str, Any]] = {}
@@ -242,6 +338,8 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
         n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, len(todo) or 1))
         t0 = time.perf_counter()
+        if todo:
+            check_backend("batch" if backend == "auto" else backend)
         if backend == "auto" and todo:
             from charact.persistent import choose_backend
 
@@ -312,17 +410,29 @@ def manifest(spec: SweepSpec, out_dir: Path, done: dict[str, dict[str, Any]], wa
 
     timings = {j.key: done[j.key]["timing"] for j in spec.jobs if j.key in done}
     sims = [t["simulator"] for t in timings.values()]
+    # The unit of every column the table has: the block's columns and condition axes,
+    # columns it names by pattern (one per option value), and the PVT grid's.
+    block = spec.block
+    names = dict.fromkeys([*block.columns, *block.conditions])
+    for j in spec.jobs:
+        if j.key in done:
+            names.update(dict.fromkeys(done[j.key]["row"]))
+    units = {"vdd": "V", "temp": "degC"}
+    units.update({c: u for c in names if (u := block.unit(c))})
     return stamp(
         kind="sweep",
         sweep=spec.name,
         spec=spec.to_json(),
         spec_path=str(spec.path) if spec.path else None,
         block={"name": spec.block.name, "version": spec.block.version,
-               "templates": {t.path.name: t.sha256 for t in spec.block.load_templates()}},
+               "templates": {t.path.name: t.sha256
+                                     for t in spec.block.load_templates(spec.tech)}},
         technology={"name": spec.tech.name, "source": str(spec.tech.source),
                     "model_lib": str(spec.tech.model_lib),
                     "fingerprint": spec.tech.fingerprint(),
-                    "mismatch": spec.tech.mismatch.method},
+                    "mismatch": spec.tech.mismatch.method,
+                    "vdd_nominal": spec.tech.vdd_nominal,
+                    "temp_nominal": spec.tech.temp_nominal},
         simulator={"backend": backend, "version": ngspice_version()},
         seed=spec.seed,
         samples=spec.samples,
@@ -330,6 +440,7 @@ def manifest(spec: SweepSpec, out_dir: Path, done: dict[str, dict[str, Any]], wa
         timing={"wall_last_run": wall, "workers": n_workers,
                 "simulator_total": sum(sims), "per_job": timings},
         out_dir=str(out_dir),
+        units=units,
     )
 
 

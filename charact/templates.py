@@ -5,17 +5,36 @@ definitions written with the generic devices ``nfet``/``pfet`` (ports d g s b, p
 w l in metres) that each technology renders. A file is runnable by hand once a device
 library is included. This module reads the subcircuit headers so that benches can be
 rendered with explicit parameters and unknown or missing ones are refused by name.
+
+Sizes follow the technology: a template states the minimum length it was drawn for in a
+comment line ``* charact: l_ref=50e-9``; :meth:`Template.for_technology` scales every
+size parameter (``w``, ``l``, ``w_*``, ``l_*``) by ``l_min / l_ref``, applies the
+technology's ``[sizes.<subcircuit>]`` defaults, and writes the result into the
+subcircuit headers, so decks, instance lines and checks all see the same sizes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from charact.errors import UserError
 from charact.paths import netlists_dir
+
+if TYPE_CHECKING:
+    from charact.tech import Technology
+
+_L_REF = re.compile(r"(?im)^\*\s*charact:\s*l_ref\s*=\s*(\S+)\s*$")
+_SIZE = re.compile(r"^[wl](_\w+)?$")
+
+
+def is_size(param: str) -> bool:
+    """A parameter that is a transistor width or length (``w``, ``l``, ``w_*``, ``l_*``)."""
+    return bool(_SIZE.match(param))
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?([a-zA-Z]*)$")
 _SUFFIX = {"t": 1e12, "g": 1e9, "meg": 1e6, "k": 1e3, "": 1.0, "m": 1e-3, "u": 1e-6,
@@ -50,6 +69,8 @@ class Template:
     path: Path
     text: str
     subckts: dict[str, Subckt]
+    l_ref: float | None = None  # the minimum length the template is drawn for
+    technology: str = ""  # set once sizes follow a technology
 
     @property
     def sha256(self) -> str:
@@ -70,6 +91,72 @@ class Template:
         args = " ".join(f"{k}={v:.6g}" for k, v in values.items())
         return f"X{inst} {' '.join(nodes)} {subckt} {args}".rstrip()
 
+    def for_technology(self, tech: Technology) -> Template:
+        """This template with its size defaults for ``tech`` (see the module doc)."""
+        factor = tech.l_min / self.l_ref if self.l_ref else 1.0
+        subckts, lines = {}, _joined(self.text)
+        for name, sc in self.subckts.items():
+            params = {k: (v * factor if is_size(k) else v) for k, v in sc.params.items()}
+            for k, v in tech.sizes.get(name, {}).items():
+                if k not in params:
+                    raise UserError(f"technology {tech.name}: [sizes.{name}] names "
+                                    f"{k!r}, not a parameter of {name} "
+                                    f"(known: {', '.join(sorted(params))})")
+                params[k] = v
+            subckts[name] = Subckt(sc.name, sc.ports, params)
+        out = []
+        for line in lines:
+            words = line.split()
+            if line.lower().startswith(".subckt") and len(words) > 1 \
+                    and words[1].lower() in subckts:
+                out.append(_header(subckts[words[1].lower()]))
+            else:
+                out.append(line)
+        return replace(self, text="\n".join(out) + "\n", subckts=subckts,
+                       technology=tech.name)
+
+    def check_sizes(self, tech: Technology, values: dict[str, float], subckt: str) -> None:
+        """Refuse a size parameter below the technology's minimums."""
+        for k, v in values.items():
+            if not is_size(k):
+                continue
+            if not (v > 0 and math.isfinite(v)):
+                raise UserError(f"{subckt} parameter {k} must be a positive size in metres, "
+                                f"got {v}")
+            floor = tech.l_min if k.startswith("l") else tech.w_min
+            if v < floor * (1 - 1e-6):
+                raise UserError(
+                    f"{subckt} parameter {k} = {v:.4g} m is below the technology's "
+                    f"{'l_min' if k.startswith('l') else 'w_min'} {floor:.4g} m "
+                    f"({tech.name})")
+
+
+def _header(sc: Subckt) -> str:
+    params = " ".join(f"{k}={v:.6g}" for k, v in sc.params.items())
+    head = f".subckt {sc.name} {' '.join(sc.ports)}"
+    if not params:
+        return head
+    # wrapped so rendered decks stay readable
+    words, lines, cur = params.split(), [], head + " params:"
+    for w in words:
+        if len(cur) + len(w) > 95:
+            lines.append(cur)
+            cur = "+"
+        cur += " " + w
+    lines.append(cur)
+    return "\n".join(lines)
+
+
+def _joined(text: str) -> list[str]:
+    """Lines with the continuations of ``.subckt`` headers joined (others as written)."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        if raw.lstrip().startswith("+") and out and out[-1].lower().startswith(".subckt"):
+            out[-1] = out[-1].rstrip() + " " + raw.lstrip()[1:].strip()
+        else:
+            out.append(raw)
+    return out
+
 
 def check_params(sc: Subckt, params: dict[str, float]) -> dict[str, float]:
     """Merge ``params`` over the defaults; an unknown name or a non-number is an error."""
@@ -81,8 +168,10 @@ def check_params(sc: Subckt, params: dict[str, float]) -> dict[str, float]:
         )
     out = dict(sc.params)
     for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"template parameter {key!r} of {sc.name} must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise UserError(f"template parameter {key!r} of {sc.name} must be a finite "
+                            f"number, got {value!r}")
         out[key] = float(value)
     return out
 
@@ -121,7 +210,14 @@ def parse_template(path: Path) -> Template:
         subckts[words[1].lower()] = Subckt(words[1].lower(), tuple(ports), params)
     if not subckts:
         raise UserError(f"template {path} defines no .subckt")
-    return Template(path=path, text=text, subckts=subckts)
+    m = _L_REF.search(text)
+    l_ref = None
+    if m:
+        try:
+            l_ref = spice_number(m.group(1))
+        except ValueError:
+            raise UserError(f"{path.name}: l_ref {m.group(1)!r} is not a number") from None
+    return Template(path=path, text=text, subckts=subckts, l_ref=l_ref)
 
 
 def load_template(name: str) -> Template:

@@ -15,6 +15,9 @@
 * shows up as a hysteresis-like offset). The NAND SR latch on the inverted outputs holds
 * the decision through reset: dout = 1 after a cycle with inp > inn.
 *
+* Sizes are drawn for a 50 nm minimum length; charact scales every w_*/l_* default
+* by the technology's l_min / l_ref (and applies its [sizes.<subckt>] defaults).
+* charact: l_ref=50e-9
 * Ports: inp inn clk dout doutb outp outn vdd vss
 * Devices are the technology-neutral nfet/pfet wrappers (w, l in metres).
 .subckt strongarm_sa inp inn clk dout doutb outp outn vdd vss

@@ -32,6 +32,9 @@
 *                               while it is not written. Not valid for studying writes,
 *                               data retention or read-port coupling into the core.
 *
+* Sizes are drawn for a 50 nm minimum length; charact scales every w_*/l_* default
+* by the technology's l_min / l_ref (and applies its [sizes.<subckt>] defaults).
+* charact: l_ref=50e-9
 * Ports: rbl_l rbl_r rwlp rwln (and wl bl_l blb_l bl_r blb_r vdd_sram for the 6T forms,
 * or ql qlb qr qrb for the read ports) vss. Devices are the technology-neutral nfet/pfet
 * wrappers (w, l in metres). VDD_SRAM (0.5 V in the paper), the RWL level, the precharge
@@ -96,3 +99,9 @@ xr qr qrb wl bl_r blb_r vdd_sram vss sram6t w_pu={w_pu} l_pu={l_pu} w_pd={w_pd}
 xrd rbl_l rbl_r rwlp rwln ql qlb qr qrb vss dual10t_rd_qb w_ra={w_ra} l_ra={l_ra}
 + w_rd={w_rd} l_rd={l_rd}
 .ends dual10t_qb
+
+* Bitline precharge switch: PMOS from vpre to the bitline while pcb is low (body at vdd,
+* so it stays off once pcb is high even when vpre is below vdd).
+.subckt rbl_pre rbl pcb vpre vdd params: w=2e-6 l=50e-9
+xp rbl pcb vpre vdd pfet w={w} l={l}
+.ends rbl_pre

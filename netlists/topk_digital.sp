@@ -7,6 +7,9 @@
 * edit the generator, not this file. Devices are the technology-neutral nfet/pfet
 * wrappers (w, l in metres). Parameters of the generated subcircuits: w_n, w_p (unit
 * inverter widths), l (gate length), c_pitch (wire capacitance per column pitch, F).
+* Sizes are drawn for a 50 nm minimum length; charact scales every w_*/l_* default by the
+* technology's l_min / l_ref (and applies its [sizes.<subckt>] defaults).
+* charact: l_ref=50e-9
 
 * ---- static CMOS cells (all take w_n w_p l: unit inverter widths and gate length)
 .subckt dinv a y vdd vss params: w_n=0.2e-6 w_p=0.4e-6 l=50e-9

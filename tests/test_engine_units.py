@@ -8,7 +8,7 @@ import pytest
 
 from charact.deck import Point, render_deck
 from charact.errors import UserError
-from charact.spec import parse_spec, sample_seed
+from charact.spec import parse_spec
 from charact.tech import load_technology
 from charact.templates import load_template, spice_number
 
@@ -37,7 +37,7 @@ def test_default_technology_loads_with_its_corners():
     assert set(tech.corners) == {"NOM", "FF", "SS"}
     assert tech.model_lib.is_file()
     lib = tech.device_library("SS", mc=True)
-    assert ".lib" in lib and " SS" in lib and "agauss" in lib
+    assert ".lib" in lib and " SS" in lib and "agauss" not in lib and "Vdvt g gi {dvt_}" in lib
     assert "agauss" not in tech.device_library("SS", mc=False)
     with pytest.raises(UserError, match="unknown corner 'TT'"):
         tech.device_library("TT", mc=False)
@@ -70,17 +70,23 @@ def test_user_technology_with_subcircuit_devices_and_scale(tmp_path: Path):
     toml.write_text(
         'name = "mine"\nmodel_lib = "deck.lib"\nvdd_nominal = 1.2\n'
         '[corners]\ntt = "tt"\n'
-        '[devices.nmos]\nmodel = "nch"\nprefix = "X"\nvt_shift_param = "dvt"\n'
-        'beta_shift_param = "dmu"\n'
+        '[devices.nmos]\nmodel = "nch"\nprefix = "X"\nvt_shift = "dvt"\n'
+        'beta_shift = "dmu"\n'
         '[devices.pmos]\nmodel = "pch"\nprefix = "X"\n'
         '[netlist]\nscale = 1e-6\nspiceinit = ["set ngbehavior=hsa"]\n'
         '[mismatch]\nmethod = "pelgrom"\navt_nmos = 3e-9\n'
     )
     tech = load_technology(toml)
     text = tech.device_library("tt", mc=True)
-    assert "X0 d g s b nch w={w/1e-06} l={l/1e-06} dvt={agauss(0, 3e-09/sqrt(w*l), 1)}" in text
-    deck = render_deck("d", ".tran 1n 2n", tech, Point("tt", 1.2, 27, seed=9))
-    assert "scale=1e-06" in deck.text and "seed=9" in deck.text
+    assert ".subckt nfet d g s b w=1e-6 l=5e-08 zvt=0 zbeta=0" in text
+    assert ".param dvt_ = {zvt*3e-09/sqrt(w*l)}" in text
+    assert "X0 d g s b nch w={w/1e-06} l={l/1e-06} dvt={dvt_} dmu={beta_}" in text
+    # a subcircuit device without declared shift parameters: gate source and multiplier
+    assert "Vdvt g gi {dvt_}" in text and "X0 d gi s b pch w={w/1e-06} l={l/1e-06} " \
+        "m={beta_}" in text
+    deck = render_deck("d", ".tran 1n 2n", tech, Point("tt", 1.2, 27, seed=9, die=2))
+    assert "scale=1e-06" in deck.text and f"seed={Point('tt', 1.2, 27, 9, 2).stream_seed}" \
+        in deck.text
     assert "set ngbehavior=hsa" in deck.spiceinit and "set num_threads=1" in deck.spiceinit
 
 
@@ -107,10 +113,10 @@ def test_spec_expands_into_keyed_jobs_with_fixed_seeds():
     assert len({j.key for j in s.jobs}) == len(s.jobs)
     again = parse_spec(spec())
     assert [j.key for j in again.jobs] == [j.key for j in s.jobs]
-    assert [j.point.seed for j in again.jobs] == [j.point.seed for j in s.jobs]
+    # sample i is die i of the spec's stream, at every point
+    assert [(j.point.seed, j.point.die) for j in s.jobs] == [(5, 0), (5, 1), (5, 2)] * 2
     other = parse_spec(spec(montecarlo__seed=6))
-    assert {j.point.seed for j in other.jobs}.isdisjoint({j.point.seed for j in s.jobs})
-    assert sample_seed(5, 0, 0) == sample_seed(5, 0, 0) != sample_seed(5, 0, 1)
+    assert {j.key for j in other.jobs}.isdisjoint({j.key for j in s.jobs})
     # a template parameter change gives new keys: finished results are never reused wrongly
     changed = parse_spec(spec(params={"w_in": 2e-6}))
     assert not {j.key for j in changed.jobs} & {j.key for j in s.jobs}

@@ -22,7 +22,7 @@ import pytest
 from test_sweep import SPEC, FakeSim, write_spec
 
 import charact.sweep as sweep_mod
-from charact.errors import UserError
+from charact.errors import EnvironmentFailure
 from charact.spec import parse_spec
 from charact.sweep import run_sweep
 
@@ -177,7 +177,7 @@ def test_full_disk_stops_with_one_line_and_keeps_finished_jobs(tmp_path, monkeyp
 
     monkeypatch.setattr(sweep_mod, "write_json", full_after_three)
     out = tmp_path / "out"
-    with pytest.raises(UserError) as info:
+    with pytest.raises(EnvironmentFailure) as info:
         run_sweep(fake_spec(4), out, n_jobs=1, progress=False)
     message = str(info.value)
     assert "No space left on device" in message and "\n" not in message
@@ -193,7 +193,7 @@ def test_full_disk_stops_with_one_line_and_keeps_finished_jobs(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(sweep_mod, "write_table", no_space)
-    with pytest.raises(UserError, match="No space left on device"):
+    with pytest.raises(EnvironmentFailure, match="No space left on device"):
         run_sweep(fake_spec(4), out, n_jobs=1, progress=False)
     assert len(job_files(out)) == 8
     monkeypatch.undo()
@@ -226,7 +226,7 @@ def test_read_only_results_folder_is_one_line_and_keeps_jobs(monkeypatch, charac
         cmd = as_user + charact_cmd + ["sweep", str(spec), "-o", str(out), "--samples", "3"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=base,
                               env=dict(os.environ, HOME=str(base)))
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 3, proc.stderr  # an environment failure
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("charact: error: cannot write"), \
             proc.stderr

@@ -188,7 +188,7 @@ def test_composed_sweep_table_has_the_column_format_and_fits(tmp_path):
     df = res.table
     assert (df["status"] == "ok").all(), df["reason"].unique()
     assert len(df) == 2 * 2 * 32
-    base = ["job", "key", "corner", "vdd", "temp", "sample", "seed", "status", "reason",
+    base = ["job", "key", "corner", "vdd", "temp", "sample", "seed", "die", "status", "reason",
             "item"]
     assert list(df.columns) == base + list(ImaColumn.columns)
     model = fit_error_model(df, 32, {"sweep": "composed_test"})

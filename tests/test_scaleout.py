@@ -69,7 +69,8 @@ def test_failed_job_work_files_come_back_from_workers(tmp_path, monkeypatch):
                     executor=dask_executor("local", processes=False))
     assert res.failed == 2
     for job in fake_spec(1).jobs:
-        log = tmp_path / "o" / "work" / job.key / "offset_coarse.log"
+        # the worker's folder name, work/<key>.<pid>: the one a failed row's reason names
+        (log,) = (tmp_path / "o" / "work").glob(f"{job.key}.*/offset_coarse.log")
         assert log.read_text() == "it failed here\n"
 
 

@@ -10,6 +10,7 @@ row. It may run several decks (a coarse then a fine search, say) through ``ctx.r
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ class JobContext:
     def run(self, name: str, body: str, raw: bool = False) -> RunResult:
         """Render and run one deck; raise :class:`JobFailed` if ngspice failed."""
         deck = self.deck(name, body)
+        if self.point.seed is not None and deck.devices:
+            write_die_table(deck, self.tech, self.workdir)
         result = self.sim.run(deck, self.workdir, timeout=self.timeout, raw=raw)
         self.elapsed += result.elapsed
         self.decks.append(deck.sha256)
@@ -76,16 +79,42 @@ class Block(ABC):
     #: The few columns the end-of-sweep summary shows (mean and std per corner);
     #: empty = the first six of ``columns``.
     summary_columns: ClassVar[tuple[str, ...]] = ()
+    #: SI unit of each column in ``columns`` (and of each ``conditions`` axis): 'V', 's',
+    #: 'J', 'F', 'A', 'C', 'W', 'LSB' (a fraction of one ADC code), '1' for dimensionless
+    #: numbers (counts, codes, indices, ratios, flags), '-' for text (digests, patterns,
+    #: JSON). The sweep manifest records them, and fitted models carry them on.
+    units: ClassVar[dict[str, str]] = {}
+    #: Units of columns named by a pattern (a block may add columns per option value,
+    #: ``delay_dv10mV`` say): ``(regular expression, unit)`` pairs, matched in full.
+    unit_patterns: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def summary(self) -> tuple[str, ...]:
         return self.summary_columns or self.columns[:6]
 
-    def load_templates(self) -> tuple[Template, ...]:
-        return tuple(load_template(f) for f in self.template_files)
+    def unit(self, column: str) -> str:
+        """The unit of ``column``: from ``units``, else the first matching
+        ``unit_patterns`` entry; '' for a column this block does not measure."""
+        if column in self.units:
+            return self.units[column]
+        for pattern, unit in self.unit_patterns:
+            if re.fullmatch(pattern, column):
+                return unit
+        return ""
 
-    def check_params(self, params: dict[str, float]) -> dict[str, float]:
-        main = next(t for t in self.load_templates() if self.subckt in t.subckts)
-        return check_params(main.subckt(self.subckt), params)
+    def load_templates(self, tech: Technology | None = None) -> tuple[Template, ...]:
+        """The block's templates; with ``tech``, their sizes follow that technology."""
+        found = tuple(load_template(f) for f in self.template_files)
+        return found if tech is None else tuple(t.for_technology(tech) for t in found)
+
+    def check_params(self, params: dict[str, float], tech: Technology | None = None
+                     ) -> dict[str, float]:
+        """``params`` over the main subcircuit's defaults (for ``tech``, when given);
+        unknown names, non-numbers and sizes below the technology's minimums refused."""
+        main = next(t for t in self.load_templates(tech) if self.subckt in t.subckts)
+        values = check_params(main.subckt(self.subckt), params)
+        if tech is not None:
+            main.check_sizes(tech, values, self.subckt)
+        return values
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge options over the defaults; a block may override to check values."""
@@ -106,3 +135,20 @@ class Block(ABC):
 
     def empty_row(self) -> dict[str, float]:
         return {c: math.nan for c in self.columns}
+
+
+def write_die_table(deck: Deck, tech: Technology, workdir: Path) -> Path:
+    """``<deck>.mismatch.csv`` beside the deck: every device's mismatch on this die
+    (kept with ``--keep-work`` and for failed jobs; ``charact render`` writes it too)."""
+    import csv
+
+    from charact.mismatch import die_table
+
+    rows = die_table(deck.devices, *tech.coefficients())
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{deck.name}.mismatch.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

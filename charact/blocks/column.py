@@ -328,7 +328,8 @@ def job_patterns(ctx: JobContext) -> tuple[Design, list, int]:
     design = make_design(o)
     n_cols = int(o["n_cols"])
     n_decks = math.ceil((int(o["conversions"]) or n_cols) / n_cols)
-    seed = ctx.point.seed if ctx.point.seed is not None else int(o["pattern_seed"])
+    # a die's patterns are fixed by its stream and die number (the same at every point)
+    seed = ctx.point.stream_seed if ctx.point.seed is not None else int(o["pattern_seed"])
     rng = np.random.default_rng(seed)
     explicit = (o["inputs"], o["weights"]) if o["patterns"] == "explicit" else None
     return design, draw_patterns(rng, design, str(o["patterns"]), n_cols, n_decks,
@@ -368,6 +369,16 @@ class ImaColumn(ArrayBlock):
         "alpha", "selected", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "t_cal", "t_step",
         "rep_ratio", "volts_per_mac", "c_rbl", "pattern_seed", "pattern",
     )
+    # MAC values are integer Q.K units and codes plain numbers: dimensionless ('1');
+    # ramp non-linearity in LSB; volts_per_mac is volts per (dimensionless) MAC unit.
+    units = {
+        "deck": "1", "col": "1", "mac_ideal": "1", "code_ideal": "1", "code": "1",
+        "cross_cycle": "1", "v_mac": "V", "v_l_mac": "V", "v_r_mac": "V", "v_cal": "V",
+        "ramp_step": "V", "ramp_dnl": "LSB", "ramp_inl": "LSB", "flips": "1", "k": "1",
+        "stop_cycle": "1", "alpha": "1", "selected": "1", "n_dims": "1", "mac_lo": "1",
+        "mac_hi": "1", "lsb_mac": "1", "t_cal": "s", "t_step": "s", "rep_ratio": "1",
+        "volts_per_mac": "V", "c_rbl": "F", "pattern_seed": "1", "pattern": "-",
+    }
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
@@ -465,6 +476,10 @@ class ImaCalibration(ArrayBlock):
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",
                "iterations", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "rep_ratio", "c_rbl",
                "design")
+    units = {"t_cal": "s", "t_step": "s", "volts_per_mac": "V", "lsb_v": "V",
+             "resid_hi": "LSB", "resid_lo": "LSB", "iterations": "1", "n_dims": "1",
+             "mac_lo": "1", "mac_hi": "1", "lsb_mac": "1", "rep_ratio": "1", "c_rbl": "F",
+             "design": "-"}
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
@@ -519,6 +534,10 @@ class ImaCell(Block):
         return opts
 
     columns = ("dv_unit", "q_unit", "i_read", "cell_inl", "leak_dv")  # + dv_u<n> per width
+    # cell_inl is in pulse units (a fraction of one unit's discharge)
+    units = {"dv_unit": "V", "q_unit": "C", "i_read": "A", "cell_inl": "1", "leak_dv": "V",
+             "v_rbl": "V"}
+    unit_patterns = ((r"dv_u\d+", "V"),)  # the drop per pulse width in pulse_units
 
     def simulate(self, ctx: JobContext) -> dict[str, Any]:
         o = ctx.options
@@ -528,8 +547,8 @@ class ImaCell(Block):
         cell_t = next(t for t in ctx.templates if "dual10t" in t.subckts)
         lines = ["vsup vdd 0 {vdd}", f"vsram vsram 0 {o['vdd_sram']:.6g}",
                  f"vpre vpre 0 {v_rbl:.6g}", f"Crbl rbl 0 {o['c_rbl']:.6g}", "Crblr rblr 0 "
-                 f"{o['c_rbl']:.6g}", "Xpre rbl pcb vpre vdd pfet w=2e-6 l=50e-9",
-                 "Xprer rblr pcb vpre vdd pfet w=2e-6 l=50e-9"]
+                 f"{o['c_rbl']:.6g}", "Xpre rbl pcb vpre vdd rbl_pre",
+                 "Xprer rblr pcb vpre vdd rbl_pre"]
         read = {k: ctx.params[k] for k in ("w_ra", "l_ra", "w_rd", "l_rd")}
         if o["storage"] == "ideal":
             lines.append(cell_t.instance("cell", "dual10t_rd", ["rbl", "rblr", "rwlp", "0",

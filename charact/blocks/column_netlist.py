@@ -270,8 +270,9 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
         lines.append(f"* ---- column {c}")
         lines.append(f"Crbl_l{c} rbl_l{c} 0 {_f(cfg.c_rbl)}")
         lines.append(f"Crbl_r{c} rbl_r{c} 0 {_f(cfg.c_rbl)}")
-        lines.append(f"Xpre_l{c} rbl_l{c} pcb vpre vdd pfet w=2e-6 l=50e-9")
-        lines.append(f"Xpre_r{c} rbl_r{c} pcb vpre vdd pfet w=2e-6 l=50e-9")
+        # precharge switches: sizes from the cell template (they follow the technology)
+        lines.append(f"Xpre_l{c} rbl_l{c} pcb vpre vdd rbl_pre")
+        lines.append(f"Xpre_r{c} rbl_r{c} pcb vpre vdd rbl_pre")
         if cfg.storage == "lean":
             lines += _lean_lines(cfg, c, x, w[c], wl, ramp_nodes)
         else:

@@ -129,6 +129,12 @@ class TopkDigital(Block):
         "energy_arb", "energy_counter", "p_leak",
         "t_arb_lone_top", "t_arb_handover_top", "t_arb_handover_root", "tie_glitch",
     )
+    units = {
+        "t_arbiter": "s", "t_encoder": "s", "t_arb": "s", "t_req_addr": "s", "t_counter": "s",
+        "energy_arb": "J", "energy_counter": "J", "p_leak": "W",
+        "t_arb_lone_top": "s", "t_arb_handover_top": "s", "t_arb_handover_root": "s",
+        "tie_glitch": "1",  # a fraction of VDD
+    }
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)

@@ -423,6 +423,9 @@ def template_text() -> str:
 * edit the generator, not this file. Devices are the technology-neutral nfet/pfet
 * wrappers (w, l in metres). Parameters of the generated subcircuits: w_n, w_p (unit
 * inverter widths), l (gate length), c_pitch (wire capacitance per column pitch, F).
+* Sizes are drawn for a 50 nm minimum length; charact scales every w_*/l_* default by the
+* technology's l_min / l_ref (and applies its [sizes.<subckt>] defaults).
+* charact: l_ref=50e-9
 """
     return "\n".join([header, CELLS, "* ---- generated",
                       arbiter_subckt(N_FULL), encoder_subckt(N_FULL), counter_subckt()])

@@ -75,6 +75,10 @@ class SenseAmp(Block):
         "spice_options": ["reltol=1e-5", "vntol=1e-8"],
     }
     columns = ("offset", "delay", "t0", "tau", "energy", "kickback")
+    units = {"offset": "V", "delay": "s", "t0": "s", "tau": "s", "energy": "J",
+             "kickback": "V", "vcm": "V"}
+    # one delay column per [measure] delta_v (see delay_columns)
+    unit_patterns = ((r"delay_dv.+mV", "s"),)
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)

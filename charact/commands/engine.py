@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,15 +14,31 @@ from charact.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("techs", help="list available technologies")
+    p = sub.add_parser("techs", help="list available technologies, check one in ngspice, "
+                       "or print the reference of technology-file fields")
+    p.add_argument("--check", metavar="TECH",
+                   help="probe a technology (shipped name or TOML path) in ngspice: every "
+                   "corner section loads, every device conducts, mismatch reaches it")
+    p.add_argument("--fields", action="store_true",
+                   help="print the reference table of technology-file fields (Markdown)")
     p.set_defaults(func=cmd_techs)
 
     p = sub.add_parser("render", help="write a block's bench deck for one point (to run by hand)")
     p.add_argument("spec", help="sweep spec TOML; the first job of it is rendered")
     p.add_argument("-o", "--out", default="rendered", help="folder for the deck(s)")
+    p.add_argument("--die", type=int, default=None,
+                   help="render this die of the spec's Monte-Carlo stream (the spec needs "
+                   "[montecarlo] samples > 0); beside each deck, <deck>.mismatch.csv lists "
+                   "every device's threshold and current-factor shift on that die")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("sweep", help="run a characterization sweep from a spec")
+    p = sub.add_parser(
+        "sweep", help="run a characterization sweep from a spec",
+        epilog="exit status: 0 the sweep finished (failed jobs, if any, are counted under "
+        "'failures:'); 1 every job failed; 2 user error (bad spec, option or file); "
+        "3 environment error (ngspice or its shared library missing or not runnable, "
+        "results folder not writable: no job is recorded as failed, finished jobs are "
+        "kept); 130 interrupted")
     p.add_argument("spec", help="sweep spec TOML")
     p.add_argument("-o", "--out", help="results folder (default results/<spec name>)")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel jobs (default: all cores)")
@@ -46,7 +64,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_techs(args: argparse.Namespace) -> int:
-    from charact.tech import load_technology, technology_files
+    from charact.tech import fields_table, load_technology, technology_files
+
+    if args.fields:
+        print(fields_table(), end="")
+        return 0
+    if args.check:
+        from charact.techcheck import check_technology
+
+        tech = load_technology(args.check)
+        for section, probes in check_technology(tech, use_cache=False).items():
+            text = "  ".join(f"{p.kind} {p.i_nom * 1e6:.4g} uA" for p in probes)
+            print(f"{tech.name} {section}: ok  {text}")
+        print(f"{tech.name}: every section loads, every device conducts"
+              + (", mismatch reaches every device" if tech.mismatch.method == "pelgrom"
+                 else ""))
+        return 0
 
     for name, path in technology_files().items():
         try:
@@ -104,6 +137,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     spec = load_spec_with_overrides(args)
     job = spec.jobs[0]
+    if args.die is not None:
+        if job.point.seed is None:
+            raise UserError("--die needs a spec with [montecarlo] samples > 0")
+        if args.die < 0:
+            raise UserError(f"--die must be >= 0, got {args.die}")
+        job = dataclasses.replace(job, point=dataclasses.replace(job.point, die=args.die))
     out = Path(args.out)
 
     class _Recorder:
@@ -125,7 +164,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
                      conditions=job.conditions, options=spec.options, workdir=out,
-                     sim=_Recorder(), templates=spec.block.load_templates())
+                     sim=_Recorder(), templates=spec.block.load_templates(spec.tech))
     # The recorder stops the bench after its first deck (later decks depend on the
     # measurements of earlier ones).
     with contextlib.suppress(Exception):
@@ -137,7 +176,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from charact.runner import ngspice_version
-    from charact.sweep import run_sweep, summarize
+    from charact.sweep import count_failures, run_sweep, summarize
 
     if args.jobs < 0:
         raise UserError("--jobs must be >= 0")
@@ -161,10 +200,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         print(summarize(res.table, cols).to_string(float_format=lambda x: f"{x:.4g}"))
     if res.failed:
-        reasons = res.table.loc[res.table["status"] != "ok", "reason"].value_counts()
         print("failures:")
-        for reason, n in reasons.head(5).items():
+        for n, reason in count_failures(res.table)[:5]:
             print(f"  {n} x {reason}")
     print(f"table: {out / 'table.parquet'}" + (f", {out / 'table.csv'}" if args.csv else ""))
     print(f"manifest: {out / 'manifest.json'}")
+    if res.failed and res.failed >= res.ran + res.reused:
+        print(f"charact: all {res.failed} jobs failed (reasons above)", file=sys.stderr)
+        return 1
     return 0

@@ -91,7 +91,7 @@ def _short_list(names: list[str], n: int = 8) -> str:
 
 
 def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
-             by: list[str] | None):
+             by: list[str] | None, units: dict[str, str]):
     from charact.lookup import fit as fitting
 
     if by is None:
@@ -100,7 +100,6 @@ def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
         by = [c for c in conditions if table[c].nunique() > 1]
         if values is None:
             values = fitting.measurement_columns(table, conditions)
-    units = manifest.get("units") if isinstance(manifest.get("units"), dict) else None
     return fitting.fit_pvt_table(table, values, prov, by=by, units=units)
 
 
@@ -110,19 +109,22 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".json":
         raise UserError(f"the model file name must end in .json: {out}")
-    table, manifest = fitting.load_sweep(args.sweep_dir)
+    sweep = fitting.read_sweep_folder(args.sweep_dir)
+    table, manifest = sweep.table, sweep.manifest
     kind = args.kind
     if kind == "auto":
         kind = "code_error" if "code_ideal" in table.columns else "pvt_table"
-    prov = fitting.provenance_from_sweep(args.sweep_dir, manifest)
+    prov = fitting.provenance_from_sweep(sweep)
     prov["command"] = _command_line(args, "sweep_dir")
     if kind == "code_error":
         if args.values or args.by:
             raise UserError("--values/--by apply to pvt_table fits, not code_error")
         model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=args.smoothing,
-                                        nominal_vdd=fitting.tech_nominal_vdd(manifest))
+                                        nominal_vdd=sweep.vdd_nominal,
+                                        nominal_temp=sweep.temp_nominal)
     else:
-        model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by))
+        model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by),
+                         sweep.units)
     model.save(out)
     if kind == "code_error":
         print(f"wrote {out}: code_error model, {len(model.points)} PVT point(s), "
@@ -142,15 +144,18 @@ def run_export(args: argparse.Namespace) -> int:
     src = Path(args.source)
     formats = [s for s, on in (("csv", args.csv), ("parquet", args.parquet)) if on] or ["csv"]
     if src.is_dir():
-        table, manifest = fitting.load_sweep(src)
-        prov = fitting.provenance_from_sweep(src, manifest)
+        sweep = fitting.read_sweep_folder(src)
+        table, manifest = sweep.table, sweep.manifest
+        prov = fitting.provenance_from_sweep(sweep)
         if "code_ideal" in table.columns:
             # a sweep's error table is the raw empirical one: no smoothing, observed codes
-            model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=0.0)
+            model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=0.0,
+                                            nominal_vdd=sweep.vdd_nominal,
+                                            nominal_temp=sweep.temp_nominal)
             frame = export.error_table_frame(model, observed_only=True)
             stem = "error_table"
         else:
-            model = _fit_pvt(table, manifest, prov, None, None)
+            model = _fit_pvt(table, manifest, prov, None, None, sweep.units)
             frame = export.pvt_table_frame(model)
             stem = "pvt_table"
         outdir = Path(args.outdir) if args.outdir else src

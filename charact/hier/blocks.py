@@ -156,6 +156,14 @@ class ImaCellMC(ArrayBlock):
         "sa_vcm", "sa_offset_nom", "sa_sigma", "sa_mean_mc", "sa_t0", "sa_tau",
         "rep_ratio", "design", "model_json",
     )
+    units = {
+        **{f"{q}_{k}": u for k in ("mac", "rep", "cal") for q, u in (
+            ("i", "A"), ("ileak", "A"), ("sigma_ln", "1"), ("sigma_vt", "V"),
+            ("t_off", "s"), ("gain", "1"), ("corr_v", "1"))},
+        "c_drain_mac": "F", "c_par_l": "F", "c_par_r": "F", "sa_vcm": "V",
+        "sa_offset_nom": "V", "sa_sigma": "V", "sa_mean_mc": "V", "sa_t0": "s",
+        "sa_tau": "s", "rep_ratio": "1", "design": "-", "model_json": "-",
+    }
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
@@ -186,6 +194,7 @@ class ImaColumnComposed(ArrayBlock):
         "mismatch_scale": 1.0,  # multiplies every device spread (0 = nominal circuit)
     }
     columns = ImaColumn.columns
+    units = ImaColumn.units
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)

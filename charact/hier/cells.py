@@ -18,8 +18,8 @@ What is characterized (all with the column's own devices, sizes and tolerances):
   (off) replica stacks add to each bitline, and the drain capacitance of one MAC stack.
 * **Sense amplifier**: the offset of ``sa_samples`` Monte-Carlo instances in one deck,
   found by a parallel bisection (one clock cycle per deck, each instance with its own
-  inputs; the devices are the same in every deck because the deck's structure and seed
-  are), the nominal offset by the same bisection, and the decision delay
+  inputs; the devices are the same in every deck because their mismatch is keyed by
+  instance, ``charact.mismatch``), the nominal offset by the same bisection, and the decision delay
   ``t0 + tau * ln(vdd / dv)`` from a nominal deck; at the column's typical decision
   common mode and ``sa_vcm_span`` either side (the offset spread changes with it; the
   composed column interpolates, one standard score per SA). The offset may instead come from a
@@ -405,8 +405,8 @@ def line_capacitances(ctx: JobContext, design: Design) -> tuple[float, float, fl
     i_line, i_mac = 0.1e-6, 5e-9
     lines = ["vsup vdd 0 {vdd}", f"vpre vpre 0 {_f(cfg.v_pre)}", "vclk clk 0 0",
              "vpcb pcb 0 {vdd}",
-             "Xpre_l l pcb vpre vdd pfet w=2e-6 l=50e-9",
-             "Xpre_r r pcb vpre vdd pfet w=2e-6 l=50e-9",
+             "Xpre_l l pcb vpre vdd rbl_pre",
+             "Xpre_r r pcb vpre vdd rbl_pre",
              sa.instance("sa", "strongarm_sa", ["r", "l", "clk", "dout", "doutb", "outp",
                                                 "outn", "vdd", "0"], design.sa_params),
              "cloadp outp 0 2f", "cloadn outn 0 2f",

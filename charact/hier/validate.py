@@ -1,7 +1,8 @@
 """Agreement of the composed column with full-column SPICE.
 
 Both inputs are column sweep tables (``ima_column`` and ``ima_column_composed``: same
-format). Per operating point and ideal code, over conversions with status "ok", the code
+format); a sweep that records the other block (the two folders swapped, say) is
+refused. Per operating point and ideal code, over conversions with status "ok", the code
 error ``code - code_ideal`` of each side: count, mean, sigma, and the fraction more than
 one LSB off; then the differences. A code *agrees* when the composed mean is within
 ``tol_mean`` LSB of the SPICE mean and the composed sigma within ``tol_sigma`` (relative)
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from charact.errors import UserError
-from charact.errortable import PVT, load_sweep_table
+from charact.errortable import PVT, REQUIRED
+from charact.tables import check_block, manifest_block, read_manifest, read_sweep
 
 TOL_MEAN = 0.2  # LSB
 TOL_SIGMA = 0.2  # relative
@@ -81,13 +83,27 @@ def _errors(df: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
-def load_table(sweep: str | Path) -> tuple[pd.DataFrame, Path, str]:
+def load_table(sweep: str | Path, block: str | None = None
+               ) -> tuple[pd.DataFrame, Path, str]:
     """A column sweep's table, or, while the sweep is still running (no table yet),
-    the rows of its finished jobs (``jobs/*.json``); the last item says which."""
+    the rows of its finished jobs (``jobs/*.json``); the last item says which.
+    ``block`` (``ima_column`` or ``ima_column_composed``) refuses a sweep of the other."""
+    df, folder, source, _ = _load(sweep, block)
+    return df, folder, source
+
+
+def _load(sweep: str | Path, block: str | None
+          ) -> tuple[pd.DataFrame, Path, str, dict[str, Any]]:
+    """:func:`load_table` plus the sweep's manifest ({} when it has none yet)."""
     d = Path(sweep)
+    what = f"{block} sweep table" if block else "column sweep table"
     if (d / "table.parquet").is_file() or d.suffix == ".parquet":
-        df, _, folder = load_sweep_table(d)
-        return df, Path(folder), "table.parquet"
+        st = read_sweep(d, REQUIRED, block=block or ("ima_column", "ima_column_composed"),
+                        what=what)
+        return st.table, st.folder, st.path.name, st.manifest
+    # a running sweep: its manifest, if any, is from an earlier run of the same folder
+    man = (read_manifest(d) if d.is_dir() else None) or {}
+    check_block(manifest_block(man), block, d, what)
     jobs = sorted((d / "jobs").glob("*.json")) if d.is_dir() else []
     rows = []
     for f in jobs:
@@ -99,7 +115,8 @@ def load_table(sweep: str | Path) -> tuple[pd.DataFrame, Path, str]:
     if not rows:
         raise UserError(f"no sweep table nor finished jobs at {d}")
     df = pd.DataFrame(rows).sort_values(["job", "item"] if "item" in rows[0] else ["job"])
-    return df.reset_index(drop=True), d, f"{len(jobs)} finished jobs (sweep still running)"
+    return (df.reset_index(drop=True), d, f"{len(jobs)} finished jobs (sweep still running)",
+            man)
 
 
 def compare(spice: pd.DataFrame, composed: pd.DataFrame, tol_mean: float = TOL_MEAN,
@@ -191,13 +208,8 @@ def _md_table(df: pd.DataFrame, cols: list[tuple[str, str]], nd: int = 2) -> lis
     return out
 
 
-def _sweep_line(name: str, d: Path, df: pd.DataFrame, source: str) -> str:
-    man: dict[str, Any] = {}
-    if (d / "manifest.json").is_file():
-        try:
-            man = json.loads((d / "manifest.json").read_text())
-        except ValueError:
-            man = {}
+def _sweep_line(name: str, d: Path, df: pd.DataFrame, source: str,
+                man: dict[str, Any]) -> str:
     ok = int((df["status"] == "ok").sum())
     spec = man.get("spec", {}) if isinstance(man.get("spec"), dict) else {}
     mc = spec.get("montecarlo", {})
@@ -224,15 +236,16 @@ def _job_seconds(d: Path) -> tuple[float, int]:
 
 
 def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
-                 c_df: pd.DataFrame) -> list[str]:
+                 c_df: pd.DataFrame, c_manifest: dict[str, Any] | None = None) -> list[str]:
     """How the composed side was made, what it leaves out, the sampling limits of the
-    comparison and the time per conversion both ways."""
+    comparison and the time per conversion both ways. ``c_manifest`` is the composed
+    sweep's manifest (read from ``c_path`` when not given)."""
     out = ["## How the composed side is made", ""]
-    man: dict[str, Any] = {}
-    if (c_path / "manifest.json").is_file():
+    man = c_manifest
+    if man is None:
         try:
-            man = json.loads((c_path / "manifest.json").read_text())
-        except ValueError:
+            man = read_manifest(c_path) or {}
+        except UserError:
             man = {}
     meas = (man.get("spec") or {}).get("measure", {}) if isinstance(man.get("spec"), dict) \
         else {}
@@ -254,7 +267,8 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
     p = Path(cells)
     if (p / "table.parquet").is_file():
         try:
-            t = pd.read_parquet(p / "table.parquet")
+            t = read_sweep(p, ("status", "model_json"), block="ima_cell_mc",
+                           what="ima_cell_mc table").table
             recs = [json.loads(x) for x in t.loc[t["status"] == "ok", "model_json"]]
             cell_s = sum(float(r["info"]["wall_seconds"]) for r in recs)
             lines_sa = [f"{r['corner']}: SA offset sigma "
@@ -264,7 +278,7 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
                         + f" V common mode), MAC read stack sigma_ln "
                         f"{r['stacks']['mac']['sigma_ln']:.3f}" for r in recs]
             out += ["Cell-level results: " + "; ".join(lines_sa) + ".", ""]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UserError):
             cell_s = math.nan
     out += ["## Where the error comes from", "",
             "The SA offset dominates the code error. The offset each conversion implies, "
@@ -318,16 +332,17 @@ def report(spice_dir: str | Path, composed_dir: str | Path, command: str,
     """The Markdown report and its two tables."""
     from charact.provenance import stamp
 
-    s_df, s_path, s_src = load_table(spice_dir)
-    c_df, c_path, c_src = load_table(composed_dir)
+    # each side must be the sweep it claims to be: a swapped pair would invert the report
+    s_df, s_path, s_src, s_man = _load(spice_dir, "ima_column")
+    c_df, c_path, c_src, c_man = _load(composed_dir, "ima_column_composed")
     per_code, pooled = compare(s_df, c_df, tol_mean, tol_sigma)
     pairs = paired(s_df, c_df)
     st = stamp()
     lines = ["# Composed column against full-column SPICE", "",
              f"Made by `{command}` ({st['created']}, charact {st['charact_version']}, code "
              f"{st['code_revision']}).", "",
-             _sweep_line("full SPICE", s_path, s_df, s_src),
-             _sweep_line("composed", c_path, c_df, c_src), "",
+             _sweep_line("full SPICE", s_path, s_df, s_src, s_man),
+             _sweep_line("composed", c_path, c_df, c_src, c_man), "",
              f"Error = converted code - ideal code (LSB). A code **agrees** when the composed "
              f"mean error is within {tol_mean:g} LSB of SPICE's and its sigma within "
              f"{tol_sigma:.0%} of SPICE's; **within sampling error** when it misses that "
@@ -384,7 +399,7 @@ def report(spice_dir: str | Path, composed_dir: str | Path, command: str,
             ("frac_over_1lsb_spice", ">1 S"), ("frac_over_1lsb_composed", ">1 C"),
             ("d_mean", "d mean"), ("sigma_ratio", "ratio"), ("verdict", "verdict")])
         lines.append("")
-    lines += method_notes(s_path, c_path, s_df, c_df)
+    lines += method_notes(s_path, c_path, s_df, c_df, c_man)
     if extra:
         lines += ["## Notes", "", extra.strip(), ""]
     return "\n".join(lines) + "\n", per_code, pooled

@@ -4,13 +4,13 @@
   a ``code_error`` model, one smoothed P(code | code_ideal) table per PVT point.
 * :func:`fit_pvt_table`: any per-sample table with ``corner, vdd, temp`` into a
   ``pvt_table`` model of mean / sigma / count per grid point.
-* :func:`load_sweep`: a sweep folder's ``table.parquet`` and ``manifest.json``.
+* :func:`read_sweep_folder`: a sweep folder's table and manifest, with the technology's
+  nominal conditions and the unit of each column (``charact.tables.read_sweep``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from charact.lookup import fileformat as ff
 from charact.lookup.error_model import PVT, ErrorModel, table_from_counts
 from charact.lookup.estimate import count_matrix
 from charact.lookup.pvt_table import CornerGrid, PVTTableModel, grid_axis
+from charact.tables import SweepTable, manifest_vdd_nominal, read_sweep
 
 PVT_COLUMNS = ("corner", "vdd", "temp")
 CODE_COLUMNS = ("code_ideal", "code")
@@ -58,23 +59,28 @@ def _pvt_keys(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def choose_nominal(points: list[PVT], nominal_vdd: float | None = None) -> tuple[PVT, str]:
-    """The point a caller gets by default, and the rule that picked it."""
+def choose_nominal(points: list[PVT], nominal_vdd: float | None = None,
+                   nominal_temp: float | None = None) -> tuple[PVT, str]:
+    """The point a caller gets by default, and the rule that picked it: the nominal
+    corner, the temperature nearest ``nominal_temp`` (27 C when unknown), the VDD nearest
+    ``nominal_vdd`` (the median when unknown)."""
     if len(points) == 1:
         return points[0], "the only point"
     named = [p for p in points if p.corner.lower() in NOMINAL_CORNERS] or points
-    temp = min({p.temp for p in named}, key=lambda t: (abs(t - NOMINAL_TEMP), t))
+    t_nom = NOMINAL_TEMP if nominal_temp is None else nominal_temp
+    temp = min({p.temp for p in named}, key=lambda t: (abs(t - t_nom), t))
     named = [p for p in named if p.temp == temp]
     vdds = sorted({p.vdd for p in named})
     target = nominal_vdd if nominal_vdd is not None else vdds[(len(vdds) - 1) // 2]
     vdd = min(vdds, key=lambda v: (abs(v - target), v))
     pick = next(p for p in named if p.vdd == vdd)
     why = "vdd nearest the technology's nominal" if nominal_vdd is not None else "median vdd"
-    return pick, f"nominal corner, temperature nearest {NOMINAL_TEMP:g} C, {why}"
+    return pick, f"nominal corner, temperature nearest {t_nom:g} C, {why}"
 
 
 def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
-                    smoothing: float = 2.0, nominal_vdd: float | None = None) -> ErrorModel:
+                    smoothing: float = 2.0, nominal_vdd: float | None = None,
+                    nominal_temp: float | None = None) -> ErrorModel:
     """One smoothed code-error table (plus Gaussian fit) per PVT point of a column sweep.
 
     Rows whose ``status`` is not "ok" or whose ``code`` is missing are excluded and counted;
@@ -132,7 +138,7 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
             "ks_max": _nanmax(t.fit["ks"]), "ks_mean": _nanmean(t.fit["ks"]),
             "loglik_mean": _nanmean(t.fit["loglik"]),
         }
-    nominal, rule = choose_nominal(list(tables), nominal_vdd)
+    nominal, rule = choose_nominal(list(tables), nominal_vdd, nominal_temp)
     prov = ff.default_provenance(**provenance)
     prov.update({
         "fit": {"kind": "code_error", "n_codes": int(n_codes), "smoothing": smoothing,
@@ -248,43 +254,31 @@ def fit_pvt_table(table: pd.DataFrame, value_columns: list[str] | None, provenan
     return PVTTableModel(grids, prov, {k: v for k, v in model_units.items() if v})
 
 
+def read_sweep_folder(sweep_dir: str | Path) -> SweepTable:
+    """The sweep a fit reads: a sweep folder (or its table file) with its manifest; a
+    UserError says what is missing or unreadable."""
+    return read_sweep(sweep_dir, what="sweep folder", need_manifest=True)
+
+
 def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """``(table, manifest)`` of a sweep folder (``table.parquet``, or ``table.csv``, plus
-    ``manifest.json``); a UserError says what is missing or unreadable."""
-    d = Path(sweep_dir)
-    if not d.is_dir():
-        raise UserError(f"sweep folder not found: {d}")
-    pq, csv = d / "table.parquet", d / "table.csv"
-    if pq.is_file():
-        try:
-            table = pd.read_parquet(pq)
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise UserError(f"{pq}: unreadable Parquet table ({type(exc).__name__})") from exc
-    elif csv.is_file():
-        try:
-            table = pd.read_csv(csv)
-        except Exception as exc:
-            raise UserError(f"{csv}: unreadable CSV table ({type(exc).__name__})") from exc
+    """``(table, manifest)`` of a sweep folder (see :func:`read_sweep_folder`)."""
+    sweep = read_sweep_folder(sweep_dir)
+    return sweep.table, sweep.manifest
+
+
+def provenance_from_sweep(sweep: SweepTable | str | Path, manifest: dict | None = None
+                          ) -> dict:
+    """The model provenance a sweep contributes: its manifest's spec, block and template
+    hashes, technology, simulator version and seed, plus a hash of the table file the
+    model was fitted from (per-job timings are summed, not copied). ``sweep`` is what
+    :func:`read_sweep_folder` returned, or a folder with its ``manifest``."""
+    if isinstance(sweep, SweepTable):
+        d, table_file, manifest = sweep.folder, sweep.path, sweep.manifest
     else:
-        raise UserError(f"{d}: no table.parquet (or table.csv); is this a sweep folder?")
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise UserError(f"{d}: no manifest.json; the table's provenance is unknown")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{mpath}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise UserError(f"{mpath}: the manifest must be a JSON object")
-    return table, manifest
-
-
-def provenance_from_sweep(sweep_dir: str | Path, manifest: dict) -> dict:
-    """The model provenance a sweep folder contributes: its manifest's spec, block and
-    template hashes, technology, simulator version and seed, plus a hash of the table
-    file the model was fitted from (per-job timings are summed, not copied)."""
-    d = Path(sweep_dir)
-    table_file = d / "table.parquet" if (d / "table.parquet").is_file() else d / "table.csv"
+        d = Path(sweep)
+        table_file = d / "table.parquet" if (d / "table.parquet").is_file() \
+            else d / "table.csv"
+    manifest = manifest or {}
     sweep: dict[str, Any] = {
         "dir": str(d), "table_sha256": hashlib.sha256(table_file.read_bytes()).hexdigest(),
     }
@@ -316,10 +310,4 @@ def provenance_from_sweep(sweep_dir: str | Path, manifest: dict) -> dict:
 
 def tech_nominal_vdd(manifest: dict) -> float | None:
     """The technology's nominal VDD if the manifest records it."""
-    tech = manifest.get("technology")
-    if isinstance(tech, dict):
-        for key in ("nominal_vdd", "vdd_nominal", "vdd"):
-            v = tech.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return float(v)
-    return None
+    return manifest_vdd_nominal(manifest)
