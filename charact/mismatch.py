@@ -24,6 +24,7 @@ sizes and how a die's values are exported with their sizes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -114,16 +115,29 @@ def evaluate(value: str, env: dict[str, float]) -> float:
     if expr.startswith("{") and expr.endswith("}") or expr.startswith("'") and expr.endswith("'"):
         expr = expr[1:-1]
     try:
-        out = eval(_to_python(expr), {"__builtins__": {}}, {**_FUNCS, **env})  # noqa: S307
-        return float(out)
+        return float(eval(_compiled(expr), _GLOBALS, env))  # noqa: S307
     except Exception:  # an expression outside the subset: size unknown, never fatal
         return math.nan
+
+
+_GLOBALS = {"__builtins__": {}, **_FUNCS}
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(expr: str):
+    # Decks repeat a few size expressions thousands of times: compile each once.
+    return compile(_to_python(expr), "<spice expression>", "eval")
+
+
+_EQ = re.compile(r"\s*=\s*")
 
 
 def _tokens(line: str) -> list[str]:
     """Whitespace-separated tokens, keeping ``{...}``/``'...'`` expressions and
     ``key = value`` assignments whole."""
-    line = re.sub(r"\s*=\s*", "=", line)
+    line = _EQ.sub("=", line) if "=" in line else line
+    if "{" not in line and "'" not in line:
+        return line.split()
     out, cur, depth, quote = [], "", 0, False
     for ch in line:
         if ch == "'" and depth == 0:

@@ -144,3 +144,23 @@ def test_spec_ranges():
 def test_spec_errors_name_the_problem(changes, message):
     with pytest.raises(UserError, match=message):
         parse_spec(spec(**changes))
+
+
+def test_a_sub_spec_shares_the_jobs_of_a_larger_one():
+    """Keys hold the point's values and the die, never a position: a spec with one common
+    mode is exactly the matching quarter of one with four, samples and all; more dies
+    only add jobs."""
+    big = parse_spec(spec(conditions={"corner": ["NOM", "SS"], "vcm": [0.2, 0.3, 0.4, 0.5]},
+                          montecarlo__samples=4))
+    small = parse_spec(spec(conditions={"corner": ["SS"], "vcm": [0.4]},
+                            montecarlo__samples=2))
+    keys = {j.key: j for j in big.jobs}
+    assert len(big.jobs) == 2 * 4 * 4 and len(small.jobs) == 2
+    for job in small.jobs:
+        twin = keys[job.key]
+        assert (twin.point, twin.conditions, twin.sample) == (job.point, job.conditions,
+                                                              job.sample)
+    # the same die at another point is another job of the same silicon
+    nom = [j for j in big.jobs if j.point.corner == "NOM" and j.conditions["vcm"] == 0.4]
+    assert [j.point.die for j in nom] == [0, 1, 2, 3]
+    assert not {j.key for j in nom} & {j.key for j in small.jobs}

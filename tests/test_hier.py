@@ -200,7 +200,8 @@ def test_composed_sweep_table_has_the_column_format_and_fits(tmp_path):
 
     row = df[(df["sample"] == 0) & (df["corner"] == "NOM")].iloc[0]
     d = make_design({**DESIGN_OPTIONS, "n_dims": 4})
-    x, w = draw_patterns(np.random.default_rng(int(row["seed"])), d, "stratified", 8, 4)[0]
+    x, w = draw_patterns(np.random.default_rng(int(row["pattern_seed"])), d, "stratified", 8,
+                         4)[0]
     assert row["pattern"] == pattern_string(x, w[0])
 
 
