@@ -160,8 +160,10 @@ def compare(spice: pd.DataFrame, composed: pd.DataFrame, tol_mean: float = TOL_M
 
 
 def paired(spice: pd.DataFrame, composed: pd.DataFrame) -> pd.DataFrame:
-    """Conversions of identical patterns on both sides (same seed, deck, column)."""
+    """Conversions of identical patterns on both sides (same seed, die, deck, column)."""
     keys = PVT + ["seed", "deck", "col", "pattern"]
+    # sweeps since device-keyed mismatch name the die (the seed is the stream's)
+    keys += ["die"] if "die" in spice and "die" in composed else []
     if not all(k in spice and k in composed for k in keys):
         return pd.DataFrame()
     s, c = _errors(spice), _errors(composed)

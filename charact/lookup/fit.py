@@ -28,7 +28,7 @@ PVT_COLUMNS = ("corner", "vdd", "temp")
 CODE_COLUMNS = ("code_ideal", "code")
 # Numeric columns that describe how a row was made, never a measurement.
 BOOKKEEPING = frozenset({
-    "vdd", "temp", "sample", "seed", "mc_seed", "job", "job_id", "key", "index", "row",
+    "vdd", "temp", "sample", "seed", "die", "mc_seed", "job", "job_id", "key", "index", "row",
     "attempt", "elapsed", "runtime", "wall_time", "mac_ideal", "code_ideal", "code",
 })
 NOMINAL_CORNERS = ("nom", "tt", "typ", "typical")
