@@ -81,3 +81,32 @@ def test_every_block_declares_units_for_its_columns():
     for name in BLOCKS:
         block = get_block(name)
         assert all(block.unit(c) for c in block.columns), name
+
+
+BOOKKEEPING = {"job", "key", "corner", "vdd", "temp", "sample", "seed", "die", "status",
+               "reason", "item"}
+
+
+@pytest.mark.spice
+@pytest.mark.parametrize("block_name,measure", [
+    ("sense_amp", {"delta_v": [1e-3, 1e-2], "delay_ref": 1e-2}),
+    ("ima_cell", {"pulse_units": [1, 4, 16]}),
+])
+def test_a_simulated_job_returns_exactly_the_declared_columns(block_name, measure, tmp_path):
+    """One real Monte-Carlo job per cheap block, on the subcircuit technology: every
+    declared column comes back, and nothing comes back that has no declared unit."""
+    from charact.spec import parse_spec
+    from charact.sweep import run_sweep
+
+    tech = write_subckt_technology(tmp_path / "tech")
+    block = get_block(block_name)
+    spec = parse_spec({"schema": "charact.sweep/1", "name": "c", "block": block_name,
+                       "technology": str(tech), "measure": measure,
+                       "montecarlo": {"samples": 1, "seed": 2}})
+    res = run_sweep(spec, tmp_path / "out", n_jobs=1, progress=False)
+    assert res.failed == 0, res.table["reason"].tolist()
+    columns = set(res.table.columns) - BOOKKEEPING - set(block.conditions)
+    assert set(block.columns) <= columns
+    assert all(block.unit(c) for c in columns), sorted(c for c in columns
+                                                       if not block.unit(c))
+    assert res.table[list(block.columns)].notna().all(axis=None)
