@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from charact.bench import FindAt, dc, num
 from charact.deck import Deck
 from charact.errors import UserError
 from charact.tech import Technology, wrapper_lines
@@ -72,11 +73,14 @@ def w_over_l(tech: Technology) -> float:
     return w / l_
 
 
-def _probe_deck(tech: Technology, section: str, pelgrom: bool) -> tuple[Deck, list[str]]:
+def _probe_deck(tech: Technology, section: str, pelgrom: bool
+                ) -> tuple[Deck, dict[str, FindAt]]:
+    """The probe deck of one library section and its drain-current measurement per
+    probe device (``nfet_nom``, ``nfet_vt``, ...)."""
     vdd = tech.vdd_nominal
     w, l_ = _probe_size(tech)
     lines = [f"* technology probe: {tech.name}, section {section}", ".option noacct"
-             + (f" scale={tech.scale:g}" if tech.scale != 1.0 else "")
+             + (f" scale={num(tech.scale)}" if tech.scale != 1.0 else "")
              + "".join(f" {o}" for o in tech.options),
              f".lib '{tech.model_lib}' {section}"]
     m = tech.mismatch
@@ -84,12 +88,13 @@ def _probe_deck(tech: Technology, section: str, pelgrom: bool) -> tuple[Deck, li
     for cell, dev in (("nfet", tech.nmos), ("pfet", tech.pmos)):
         avt, abeta = coeffs[cell]
         lines += wrapper_lines(cell, dev, tech.scale, tech.l_min, pelgrom, avt, abeta)
-    lines += [f"vdd vdd 0 {vdd:g}", f"vhalf half 0 {vdd / 2:g}", "vgate gate 0 0"]
+    lines += [dc("vdd", "vdd", vdd), dc("vhalf", "half", vdd / 2), dc("vgate", "gate", 0)]
     names = []
     root = math.sqrt(w * l_)
     for cell in ("nfet", "pfet"):
         avt, abeta = coeffs[cell]
         cases = [("nom", "")]
+        # nine digits, as charact.mismatch writes a die's scores
         if pelgrom and avt > 0:
             cases.append(("vt", f" zvt={DVT * root / avt:.9g}"))
         if pelgrom and abeta > 0:
@@ -100,16 +105,17 @@ def _probe_deck(tech: Technology, section: str, pelgrom: bool) -> tuple[Deck, li
             # NMOS: gate at vdd, drain at vdd/2, source at ground; PMOS mirrored.
             if cell == "nfet":
                 lines += [f"vm_{name} half d_{name} 0",
-                          f"X{name} d_{name} vdd 0 0 nfet w={w:.6g} l={l_:.6g}{extra}"]
+                          f"X{name} d_{name} vdd 0 0 nfet w={num(w)} l={num(l_)}{extra}"]
             else:
                 lines += [f"vm_{name} d_{name} half 0",
-                          f"X{name} d_{name} gate vdd vdd pfet w={w:.6g} l={l_:.6g}{extra}"]
+                          f"X{name} d_{name} gate vdd vdd pfet w={num(w)} l={num(l_)}{extra}"]
     # two points: ngspice's FIND needs an interval around the point it reads
     lines.append(".dc vgate 0 1e-3 1e-3")
-    lines += [f".meas dc i_{n} FIND i(vm_{n}) AT=5e-4" for n in names]
+    meas = {n: FindAt(f"i_{n}", f"i(vm_{n})", at=5e-4, analysis="dc") for n in names}
+    lines += [p.line() for p in meas.values()]
     lines.append(".end")
     spiceinit = ("set num_threads=1",) + tuple(tech.spiceinit)
-    return Deck(name="probe", text="\n".join(lines) + "\n", spiceinit=spiceinit), names
+    return Deck(name="probe", text="\n".join(lines) + "\n", spiceinit=spiceinit), meas
 
 
 def _cache_path(tech: Technology, key: str) -> Path | None:
@@ -156,9 +162,9 @@ def check_technology(tech: Technology, corners: list[str] | None = None, mc: boo
     out: dict[str, list[DeviceProbe]] = {}
     with tempfile.TemporaryDirectory(prefix="charact-probe-") as tmp:
         for label, section in sections.items():
-            deck, names = _probe_deck(tech, section, pelgrom)
+            deck, meas = _probe_deck(tech, section, pelgrom)
             res = sim.run(deck, Path(tmp) / re.sub(r"\W", "_", label), timeout=120)
-            out[label] = _judge(tech, label, section, res, names)
+            out[label] = _judge(tech, label, section, res, meas)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +174,7 @@ def check_technology(tech: Technology, corners: list[str] | None = None, mc: boo
     return out
 
 
-def _judge(tech: Technology, label: str, section: str, res, names: list[str]
+def _judge(tech: Technology, label: str, section: str, res, meas: dict[str, FindAt]
            ) -> list[DeviceProbe]:
     where = f"{tech.source}: section {section!r} ({label})"
     log = res.log or ""
@@ -181,8 +187,8 @@ def _judge(tech: Technology, label: str, section: str, res, names: list[str]
     probes = []
     for cell, field in (("nfet", "nmos"), ("pfet", "pmos")):
         dev = tech.nmos if cell == "nfet" else tech.pmos
-        vals = {n.split("_", 1)[1]: abs(res.measures.get(f"i_{n}", math.nan))
-                for n in names if n.startswith(cell)}
+        vals = {n.split("_", 1)[1]: abs(m.value(res)) for n, m in meas.items()
+                if n.startswith(cell)}
         i_nom = vals.get("nom", math.nan)
         squares = w_over_l(tech)
         # Any MOS technology gives tens of uA per square at |Vgs| = VDD; far less means

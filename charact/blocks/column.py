@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from charact.bench import FindAt, dc, num, pwl, read_all, tran
 from charact.blocks.base import Block, JobContext, JobFailed
 from charact.blocks.column_netlist import (
     N_CODES,
@@ -545,9 +546,9 @@ class ImaCell(Block):
         tu, te = float(o["t_unit"]), float(o["t_edge"])
         units = [int(u) for u in o["pulse_units"]]
         cell_t = next(t for t in ctx.templates if "dual10t" in t.subckts)
-        lines = ["vsup vdd 0 {vdd}", f"vsram vsram 0 {o['vdd_sram']:.6g}",
-                 f"vpre vpre 0 {v_rbl:.6g}", f"Crbl rbl 0 {o['c_rbl']:.6g}", "Crblr rblr 0 "
-                 f"{o['c_rbl']:.6g}", "Xpre rbl pcb vpre vdd rbl_pre",
+        lines = [dc("vsup", "vdd", "{vdd}"), dc("vsram", "vsram", o["vdd_sram"]),
+                 dc("vpre", "vpre", v_rbl), f"Crbl rbl 0 {num(o['c_rbl'])}",
+                 f"Crblr rblr 0 {num(o['c_rbl'])}", "Xpre rbl pcb vpre vdd rbl_pre",
                  "Xprer rblr pcb vpre vdd rbl_pre"]
         read = {k: ctx.params[k] for k in ("w_ra", "l_ra", "w_rd", "l_rd")}
         if o["storage"] == "ideal":
@@ -557,29 +558,30 @@ class ImaCell(Block):
             lines.append(cell_t.instance("cell", "dual10t", ["rbl", "rblr", "rwlp", "0", "0",
                                          "vsram", "vsram", "vsram", "vsram", "vsram", "0"],
                                          ctx.params))
-            vs = float(o["vdd_sram"])
-            lines.append(f".ic v(xcell.ql)={vs:.6g} v(xcell.qlb)=0 v(xcell.qr)=0 "
-                         f"v(xcell.qrb)={vs:.6g}")
+            vs = num(o["vdd_sram"])
+            lines.append(f".ic v(xcell.ql)={vs} v(xcell.qlb)=0 v(xcell.qr)=0 v(xcell.qrb)={vs}")
         # per width: precharge 1 ns, release, pulse, 1 ns settle, read; then precharge
-        pcb, rwl, t, reads = ["0 0"], ["0 0"], 1e-9, []
+        v_rwl = float(o["v_rwl"])
+        pcb: list[tuple[float, float | str]] = [(0.0, 0.0)]
+        rwl: list[tuple[float, float | str]] = [(0.0, 0.0)]
+        t, reads = 1e-9, []
         for u in units + [0]:  # the last window has no pulse: leakage only
-            pcb += [f"{t:.6g} 0", f"{t + te:.6g} {{vdd}}"]
+            pcb += [(t, 0.0), (t + te, "{vdd}")]
             t0 = t + 0.5e-9
             if u:
-                rwl += [f"{t0:.6g} 0", f"{t0 + te:.6g} {o['v_rwl']:.6g}",
-                        f"{t0 + u * tu:.6g} {o['v_rwl']:.6g}", f"{t0 + u * tu + te:.6g} 0"]
+                rwl += [(t0, 0.0), (t0 + te, v_rwl), (t0 + u * tu, v_rwl), (t0 + u * tu + te, 0.0)]
             t_read = t0 + max(u, 8) * tu + 1e-9
             reads.append((t + te + 0.2e-9, t_read))
-            pcb += [f"{t_read + te:.6g} {{vdd}}", f"{t_read + 2 * te:.6g} 0"]
+            pcb += [(t_read + te, "{vdd}"), (t_read + 2 * te, 0.0)]
             t = t_read + 1e-9
-        lines += [f"vpcb pcb 0 PWL({' '.join(pcb)})", f"vrwl rwlp 0 PWL({' '.join(rwl)})",
-                  f".tran {o['tmax'] / 4:.6g} {t:.6g} 0 {o['tmax']:.6g}", ".save v(rbl)"]
-        for i, (ta, tb) in enumerate(reads):
-            lines.append(f".meas tran va{i} FIND v(rbl) AT={ta:.6g}")
-            lines.append(f".meas tran vb{i} FIND v(rbl) AT={tb:.6g}")
+        # the bitline after the precharge is released (a) and after the pulse settles (b)
+        va_m = [FindAt(f"va{i}", "v(rbl)", at=ta) for i, (ta, _) in enumerate(reads)]
+        vb_m = [FindAt(f"vb{i}", "v(rbl)", at=tb) for i, (_, tb) in enumerate(reads)]
+        lines += [pwl("vpcb", "pcb", pcb), pwl("vrwl", "rwlp", rwl),
+                  tran(o["tmax"] / 4, t, o["tmax"]), ".save v(rbl)"]
+        lines += [m.line() for pair in zip(va_m, vb_m, strict=True) for m in pair]
         res = ctx.run("cell", "\n".join(lines))
-        va = np.array(res.need(*[f"va{i}" for i in range(len(reads))]))
-        vb = np.array(res.need(*[f"vb{i}" for i in range(len(reads))]))
+        va, vb = read_all(res, va_m), read_all(res, vb_m)
         if not np.isfinite(va).all() or not np.isfinite(vb).all():
             raise JobFailed("cell: missing bitline readings")
         drop = va - vb

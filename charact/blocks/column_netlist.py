@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charact.bench import clock, dc, num, pwl, tran, trapezoid
 from charact.templates import Template
 
 N_CODES = 32
@@ -106,19 +107,6 @@ def ternary_digits(w: int) -> tuple[int, int, int]:
     return (s * (m & 1), s * ((m >> 1) & 1), s * ((m >> 2) & 1))
 
 
-def _f(x: float) -> str:
-    return f"{x:.6g}"
-
-
-def _pulse(name: str, node: str, t_on: float, width: float, level: float,
-           t_edge: float) -> str:
-    """A trapezoid whose 50 % points are ``t_on`` and ``t_on + width``."""
-    a = t_on - t_edge / 2
-    b = t_on + width - t_edge / 2
-    return (f"V{name} {node} 0 PWL(0 0 {_f(a)} 0 {_f(a + t_edge)} {_f(level)} "
-            f"{_f(b)} {_f(level)} {_f(b + t_edge)} 0)")
-
-
 def _storage_nodes(t: int) -> tuple[str, str, str, str]:
     """(ql, qlb, qr, qrb) tied to the ideal storage rails for a ternary value."""
     hi, lo = "vsram", "0"
@@ -142,19 +130,19 @@ def cell_wrappers(cfg: ColumnConfig, cell_params: dict[str, float]) -> str:
     if cfg.storage == "lean":
         cal = dict(rep, w_ra=rep["w_ra"] * N_CAL, w_rd=rep["w_rd"] * N_CAL)
         for name, p in (("mac_stack", read), ("rep_stack", rep), ("cal_stack", cal)):
-            args = " ".join(f"{k}={_f(v)}" for k, v in p.items())
+            args = " ".join(f"{k}={num(v)}" for k, v in p.items())
             out += [f".subckt {name} rbl rwl vsram", f"X0 rbl rwl vsram 0 rd_stack {args}",
                     f".ends {name}"]
     elif cfg.storage == "ideal":
         port = "dual10t_rd" if cfg.wiring == "q" else "dual10t_rd_qb"
         for name, p in (("mac_cell", read), ("rep_cell", rep)):
-            args = " ".join(f"{k}={_f(v)}" for k, v in p.items())
+            args = " ".join(f"{k}={num(v)}" for k, v in p.items())
             out += [f".subckt {name} rbl_l rbl_r rwlp rwln ql qlb qr qrb",
                     f"X0 rbl_l rbl_r rwlp rwln ql qlb qr qrb 0 {port} {args}", f".ends {name}"]
     else:
         cell = "dual10t" if cfg.wiring == "q" else "dual10t_qb"
         for name, p in (("mac_cell", cell_params), ("rep_cell", {**cell_params, **rep})):
-            args = " ".join(f"{k}={_f(v)}" for k, v in p.items())
+            args = " ".join(f"{k}={num(v)}" for k, v in p.items())
             # word line held low, write bitlines parked at VDD_SRAM: a hold state
             out += [f".subckt {name} rbl_l rbl_r rwlp rwln vsram",
                     f"X0 rbl_l rbl_r rwlp rwln 0 vsram vsram vsram vsram vsram 0 {cell} {args}",
@@ -168,9 +156,9 @@ def _cell_line(cfg: ColumnConfig, inst: str, col: int, rwlp: str, rwln: str, t: 
     if cfg.storage == "ideal":
         return f"X{inst} {nodes} {' '.join(_storage_nodes(t))} {{cell}}"
     ql, qr = _ql_qr(t)
-    ics.append(f"v(x{inst}.x0.ql)={_f(ql * cfg.vdd_sram)} v(x{inst}.x0.qlb)="
-               f"{_f((1 - ql) * cfg.vdd_sram)} v(x{inst}.x0.qr)={_f(qr * cfg.vdd_sram)} "
-               f"v(x{inst}.x0.qrb)={_f((1 - qr) * cfg.vdd_sram)}")
+    ics.append(f"v(x{inst}.x0.ql)={num(ql * cfg.vdd_sram)} v(x{inst}.x0.qlb)="
+               f"{num((1 - ql) * cfg.vdd_sram)} v(x{inst}.x0.qr)={num(qr * cfg.vdd_sram)} "
+               f"v(x{inst}.x0.qrb)={num((1 - qr) * cfg.vdd_sram)}")
     return f"X{inst} {nodes} vsram {{cell}}"
 
 
@@ -219,11 +207,11 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
              f"* inputs x = {' '.join(str(int(v)) for v in x)}"]
     for c in range(n_cols):
         lines.append(f"* weights column {c} = {' '.join(str(int(v)) for v in w[c])}")
-    lines += ["vsup vdd 0 {vdd}", f"vsram vsram 0 {_f(cfg.vdd_sram)}",
-              f"vpre vpre 0 {_f(cfg.v_pre)}",
+    lines += [dc("vsup", "vdd", "{vdd}"), dc("vsram", "vsram", cfg.vdd_sram),
+              dc("vpre", "vpre", cfg.v_pre),
               cell_wrappers(cfg, cell_params),
               "* precharge: PMOS switches on while pcb is low",
-              f"vpcb pcb 0 PWL(0 0 {_f(cfg.t_pre)} 0 {_f(cfg.t_pre + cfg.t_edge)} {{vdd}})"]
+              pwl("vpcb", "pcb", [(0, 0), (cfg.t_pre, 0), (cfg.t_pre + cfg.t_edge, "{vdd}")])]
     ics: list[str] = []
     # -- input wordlines (shared by all columns) -------------------------------------
     lines.append("* MAC wordlines: input sign picks RWL+ / RWL-, magnitude x scale the width")
@@ -235,41 +223,41 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
                 wl[i, b] = ("0", "0")
                 continue
             node = f"rwl{'p' if xi > 0 else 'n'}_{i}_{b}"
-            lines.append(_pulse(f"x{i}_{b}", node, cfg.t_mac, abs(xi) * scale * cfg.t_unit,
-                                cfg.v_rwl, cfg.t_edge))
+            lines.append(trapezoid(f"Vx{i}_{b}", node, cfg.t_mac, abs(xi) * scale * cfg.t_unit,
+                                   cfg.v_rwl, cfg.t_edge))
             wl[i, b] = (node, "0") if xi > 0 else ("0", node)
     # -- replica wordlines ------------------------------------------------------------
     t_cal0 = cfg.t_cal0() + 2 * cfg.t_edge
     if cal_window is not None:
-        lines.append(_pulse("cal", "rwl_cal", t_cal0, cal_window, cfg.v_rwl, cfg.t_edge))
+        lines.append(trapezoid("Vcal", "rwl_cal", t_cal0, cal_window, cfg.v_rwl, cfg.t_edge))
         t_r0 = t_cal0 + cal_window + 4 * cfg.t_edge
-        lines.append(_pulse("ramp0", "rwl_ramp0", t_r0, ramp_window or 0.0, cfg.v_rwl,
-                            cfg.t_edge))
+        lines.append(trapezoid("Vramp0", "rwl_ramp0", t_r0, ramp_window or 0.0, cfg.v_rwl,
+                               cfg.t_edge))
         ramp_nodes = ["rwl_ramp0"] + ["0"] * (N_RAMP - 1)
     else:
         lines.append("* calibration rows: fired together, set the ramp start on RBL_R")
-        lines.append(_pulse("cal", "rwl_cal", t_cal0, t_cal, cfg.v_rwl, cfg.t_edge))
+        lines.append(trapezoid("Vcal", "rwl_cal", t_cal0, t_cal, cfg.v_rwl, cfg.t_edge))
         lines.append("* ramp rows: one per ADC cycle, each steps RBL_L down")
         ramp_nodes = []
         for j in range(N_RAMP):
             t_on = cfg.t_ramp0(t_cal) + j * cfg.t_clk + 2 * cfg.t_edge
-            lines.append(_pulse(f"ramp{j}", f"rwl_ramp{j}", t_on, t_step, cfg.v_rwl,
-                                cfg.t_edge))
+            lines.append(trapezoid(f"Vramp{j}", f"rwl_ramp{j}", t_on, t_step, cfg.v_rwl,
+                                   cfg.t_edge))
             ramp_nodes.append(f"rwl_ramp{j}")
     # -- SA clock: high during the second half of every ramp cycle --------------------
     if sa_clocked and cal_window is None:
-        t_hi = cfg.t_ramp0(t_cal) + cfg.t_clk / 2
-        high = cfg.t_clk / 2 - 2 * cfg.t_edge
-        lines.append(f"vclk clk 0 PULSE(0 {{vdd}} {_f(t_hi)} {_f(cfg.t_edge)} "
-                     f"{_f(cfg.t_edge)} {_f(high)} {_f(cfg.t_clk)} {N_RAMP})")
+        # one evaluation per ramp cycle, the edges inside the half cycle
+        lines.append(clock("vclk", "clk", cfg.t_clk, cfg.t_edge,
+                           delay=cfg.t_ramp0(t_cal) + cfg.t_clk / 2,
+                           width=cfg.t_clk / 2 - 2 * cfg.t_edge, count=N_RAMP))
     else:
-        lines.append("vclk clk 0 0")
+        lines.append(dc("vclk", "clk", 0))
     # -- columns ------------------------------------------------------------------------
     save = []
     for c in range(n_cols):
         lines.append(f"* ---- column {c}")
-        lines.append(f"Crbl_l{c} rbl_l{c} 0 {_f(cfg.c_rbl)}")
-        lines.append(f"Crbl_r{c} rbl_r{c} 0 {_f(cfg.c_rbl)}")
+        lines.append(f"Crbl_l{c} rbl_l{c} 0 {num(cfg.c_rbl)}")
+        lines.append(f"Crbl_r{c} rbl_r{c} 0 {num(cfg.c_rbl)}")
         # precharge switches: sizes from the cell template (they follow the technology)
         lines.append(f"Xpre_l{c} rbl_l{c} pcb vpre vdd rbl_pre")
         lines.append(f"Xpre_r{c} rbl_r{c} pcb vpre vdd rbl_pre")
@@ -300,6 +288,6 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
         t_end = t_cal0 + cal_window + 4 * cfg.t_edge + (ramp_window or 0.0) + 1e-9
     else:
         t_end = cfg.t_stop(t_cal)
-    lines.append(f".tran {_f(cfg.tmax / 4)} {_f(t_end)} 0 {_f(cfg.tmax)}")
+    lines.append(tran(cfg.tmax / 4, t_end, cfg.tmax))
     lines.append(".save " + " ".join(save))
     return "\n".join(lines), save

@@ -65,24 +65,22 @@ from typing import Any
 
 import numpy as np
 
+from charact.bench import Delay, FindAt, Integ, MaxOf, Measure, dc, num, pwl, read_all, tran
 from charact.blocks import digital_netlist as gen
 from charact.blocks.base import Block, JobContext, JobFailed
 from charact.errors import UserError
 
 
-def _f(x: float) -> str:
-    return f"{x:.6g}"
-
-
-def _pwl(edges: list[tuple[float, int]], vdd: float, t_edge: float, start: int = 0) -> str:
-    """PWL of a logic signal starting at ``start`` and switching to v at each (t, v)."""
+def _logic_points(edges: list[tuple[float, int]], vdd: float, t_edge: float,
+                  start: int = 0) -> list[tuple[float, float]]:
+    """PWL points of a logic signal starting at ``start`` and switching to v at each (t, v)."""
     pts = [(0.0, start * vdd)]
     level = start
     for t, v in edges:
         pts.append((t, level * vdd))
         pts.append((t + t_edge, v * vdd))
         level = v
-    return " ".join(f"{_f(t)} {_f(v)}" for t, v in pts)
+    return pts
 
 
 def arbitration_events(n: int) -> list[dict[str, Any]]:
@@ -157,13 +155,18 @@ class TopkDigital(Block):
     # -- benches ---------------------------------------------------------------------
 
     def _pass(self, ctx: JobContext) -> str:
-        return " ".join(f"{k}={_f(ctx.params[k])}" for k in gen.PARAMS)
+        return " ".join(f"{k}={num(ctx.params[k])}" for k in gen.PARAMS)
 
     def _driver(self, ctx: JobContext, src: str, out: str) -> str:
         """Two inverters on the driver supply: a realistic edge on ``out``."""
-        cell = f"w_n={_f(ctx.params['w_n'])} w_p={_f(ctx.params['w_p'])} l={_f(ctx.params['l'])}"
+        cell = self._inv(ctx)
         return (f"xd1_{out} {src} {out}_m vdrv 0 dinv {cell}\n"
                 f"xd2_{out} {out}_m {out} vdrv 0 dinv {cell}")
+
+    def _inv(self, ctx: JobContext) -> str:
+        """The sizes of a driver inverter."""
+        p = ctx.params
+        return f"w_n={num(p['w_n'])} w_p={num(p['w_p'])} l={num(p['l'])}"
 
     def _arbiter(self, ctx: JobContext) -> dict[str, float]:
         o = ctx.options
@@ -172,7 +175,7 @@ class TopkDigital(Block):
         events = arbitration_events(n)
         active = active_requests(events)
         half = vdd / 2
-        body = ["vsup vdd 0 {vdd}", "vdrv vdrv 0 {vdd}"]
+        body = [dc("vsup", "vdd", "{vdd}"), dc("vdrv", "vdrv", "{vdd}")]
         if o["prune"]:
             cone, cone_ports, n_cone, n_full = gen.cone_subckt(n, active)
             body.append(cone)
@@ -186,10 +189,9 @@ class TopkDigital(Block):
             for i in e["fall"]:
                 edges[i].append((m * T, 0))
         for i in active:
-            body.append(f"vs{i} s{i} 0 PWL({_pwl(edges[i], vdd, o['t_edge'])})")
+            body.append(pwl(f"vs{i}", f"s{i}", _logic_points(edges[i], vdd, o["t_edge"])))
             body.append(self._driver(ctx, f"s{i}", f"req{i}"))
-            body.append(f"xdb{i} req{i} reqb{i} vdrv 0 dinv w_n={_f(ctx.params['w_n'])} "
-                        f"w_p={_f(ctx.params['w_p'])} l={_f(ctx.params['l'])}")
+            body.append(f"xdb{i} req{i} reqb{i} vdrv 0 dinv {self._inv(ctx)}")
         grant = [f"grant{i}" for i in range(n)]
         addr = [f"addr{b}" for b in range(bits)]
         if o["prune"]:
@@ -202,7 +204,7 @@ class TopkDigital(Block):
                                    f"topk_arbiter{n}", self._pass(ctx)]))
             body.append(gen._wrap(["xenc", *grant, *addr, "vdd", "0", f"topk_encoder{n}",
                                    self._pass(ctx)]))
-        body += [f"cl_{a} {a} 0 {_f(o['c_out'])}" for a in addr]
+        body += [f"cl_{a} {a} 0 {num(o['c_out'])}" for a in addr]
         t_end = (len(events) + 1) * T
         # grants checked after every event: in the cone only the active columns' lines
         # exist (the others are logic constants); in the full netlist their neighbours too
@@ -213,40 +215,43 @@ class TopkDigital(Block):
                            {j for i in active for j in (i - 1, i, i + 1) if 0 <= j < n})
         saves = " ".join(f"v({x})" for x in [f"req{i}" for i in active]
                          + [f"grant{j}" for j in watch] + addr)
-        body += [f".tran {_f(o['tstep'])} {_f(t_end)} 0 {_f(o['tmax'])}",
-                 f".save {saves} i(vsup)"]
-        meas: list[str] = []
+        body += [tran(o["tstep"], t_end, o["tmax"]), f".save {saves} i(vsup)"]
         # quiet window before the first event for the leakage
-        meas.append(f".meas tran q_quiet INTEG i(vsup) FROM={_f(0.3 * T)} TO={_f(0.95 * T)}")
-        checks: list[tuple[str, str, float]] = []  # (measure, what, expected logic level)
-        timing: dict[str, list[str]] = {"arb": [], "enc": [], "direct": []}
+        q_quiet = Integ("q_quiet", "i(vsup)", 0.3 * T, 0.95 * T)
+        meas: list[Measure] = [q_quiet]
+        q_event: dict[int, Integ] = {}
+        checks: list[tuple[int, FindAt, str, float]] = []  # (event, measure, what, level)
+        timing: dict[str, list[Delay]] = {"arb": [], "enc": [], "direct": []}
+        tie_peak: MaxOf | None = None
         prev = None
         for m, e in enumerate(events, start=1):
             t0 = m * T
-            td = _f(t0 - 0.5 * o["t_edge"])
-            meas.append(f".meas tran q_e{m} INTEG i(vsup) FROM={_f(t0)} TO={_f(t0 + T)}")
-            at = _f(t0 + 0.9 * T)
+            td = t0 - 0.5 * o["t_edge"]
+            q_event[m] = Integ(f"q_e{m}", "i(vsup)", t0, t0 + T)
+            meas.append(q_event[m])
+            at = t0 + 0.9 * T
             for j in watch:
-                meas.append(f".meas tran g_e{m}_{j} FIND v(grant{j}) AT={at}")
-                checks.append((f"g_e{m}_{j}", f"grant{j}", float(j == e["grant"])))
+                g = FindAt(f"g_e{m}_{j}", f"v(grant{j})", at=at)
+                meas.append(g)
+                checks.append((m, g, f"grant{j}", float(j == e["grant"])))
             new = e["grant"]
             code = 0 if new is None else new
             for b in range(bits):
-                meas.append(f".meas tran a_e{m}_{b} FIND v(addr{b}) AT={at}")
-                checks.append((f"a_e{m}_{b}", f"addr{b}", float((code >> b) & 1)))
+                a = FindAt(f"a_e{m}_{b}", f"v(addr{b})", at=at)
+                meas.append(a)
+                checks.append((m, a, f"addr{b}", float((code >> b) & 1)))
             # the request edge of this event that starts the arbitration
             src, sdir = (e["rise"][0], "RISE") if e["rise"] else (e["fall"][0], "FALL")
-            trig = f"TRIG v(req{src}) VAL={_f(half)} TD={td} {sdir}=1"
             changed = []  # (grant line, direction)
             if new is not None and new != prev:
                 changed.append((new, "RISE"))
             if prev is not None and prev != new:
                 changed.append((prev, "FALL"))
-            for g, gdir in changed:
-                name = f"tarb_e{m}_{g}_{gdir.lower()}"
-                meas.append(f".meas tran {name} {trig} TARG v(grant{g}) VAL={_f(half)} "
-                            f"TD={td} {gdir}=1")
-                timing["arb"].append(name)
+            for g_line, gdir in changed:
+                d = Delay(f"tarb_e{m}_{g_line}_{gdir.lower()}", f"v(req{src})", half,
+                          f"v(grant{g_line})", half, td=td, trig_edge=sdir, targ_edge=gdir)
+                meas.append(d)
+                timing["arb"].append(d)
             old_code = 0 if prev is None else prev
             for b in range(bits):
                 ob, nb = (old_code >> b) & 1, (code >> b) & 1
@@ -254,53 +259,48 @@ class TopkDigital(Block):
                     continue
                 bdir = "RISE" if nb else "FALL"
                 cause = (new, "RISE") if nb else (prev, "FALL")
-                name = f"tenc_e{m}_{b}"
-                meas.append(f".meas tran {name} TRIG v(grant{cause[0]}) VAL={_f(half)} TD={td} "
-                            f"{cause[1]}=1 TARG v(addr{b}) VAL={_f(half)} TD={td} {bdir}=1")
-                timing["enc"].append(name)
-                name = f"tdir_e{m}_{b}"
-                meas.append(f".meas tran {name} {trig} TARG v(addr{b}) VAL={_f(half)} "
-                            f"TD={td} {bdir}=1")
-                timing["direct"].append(name)
+                d = Delay(f"tenc_e{m}_{b}", f"v(grant{cause[0]})", half, f"v(addr{b})", half,
+                          td=td, trig_edge=cause[1], targ_edge=bdir)
+                meas.append(d)
+                timing["enc"].append(d)
+                d = Delay(f"tdir_e{m}_{b}", f"v(req{src})", half, f"v(addr{b})", half,
+                          td=td, trig_edge=sdir, targ_edge=bdir)
+                meas.append(d)
+                timing["direct"].append(d)
             if e["name"] == "tie":
                 loser = e["rise"][1]
-                meas.append(f".meas tran tie_peak MAX v(grant{loser}) FROM={_f(t0)} "
-                            f"TO={_f(t0 + T)}")
+                tie_peak = MaxOf("tie_peak", f"v(grant{loser})", t0, t0 + T)
+                meas.append(tie_peak)
             prev = new
-        res = ctx.run(f"arbiter{n}", "\n".join(body + meas))
+        res = ctx.run(f"arbiter{n}", "\n".join(body + [x.line() for x in meas]))
 
-        for mname, what, level in checks:
-            (v,) = res.need(mname)
+        for m, probe, what, level in checks:
+            v = probe.value(res)
             if not math.isfinite(v) or abs(v - level * vdd) > 0.2 * vdd:
-                ev = events[int(mname.split("_")[1][1:]) - 1]["name"]
-                raise JobFailed(f"arbiter: {what} = {v:.3g} V after event {ev}, "
-                                f"expected {level * vdd:.3g} V")
+                raise JobFailed(f"arbiter: {what} = {v:.3g} V after event "
+                                f"{events[m - 1]['name']}, expected {level * vdd:.3g} V")
 
-        def worst(names: list[str]) -> float:
-            vals = np.array(res.need(*names))
+        def worst(delays: list[Delay]) -> float:
+            vals = read_all(res, delays)
             if not np.isfinite(vals).all() or (vals <= 0).any():
-                bad = [x for x, v in zip(names, vals, strict=True)
+                bad = [d.name for d, v in zip(delays, vals, strict=True)
                        if not (math.isfinite(v) and v > 0)]
                 raise JobFailed(f"arbiter: no edge for {', '.join(bad[:3])}")
             return float(vals.max())
 
         def evt(m: int) -> float:
-            names = [x for x in timing["arb"] if x.startswith(f"tarb_e{m}_")]
-            return worst(names)
+            return worst([d for d in timing["arb"] if d.name.startswith(f"tarb_e{m}_")])
 
-        q = dict(zip(["q_quiet"] + [f"q_e{m}" for m in range(1, len(events) + 1)],
-                     res.need("q_quiet", *[f"q_e{m}" for m in range(1, len(events) + 1)]),
-                     strict=True))
-        p_leak = -q["q_quiet"] * vdd / (0.65 * T)
+        p_leak = -q_quiet.value(res) * vdd / (0.65 * T)
         # the simulated cells' leakage, subtracted from the event energies below
         p_leak_sim = p_leak
         with_grant = [m for m, e in enumerate(events, start=1) if e["grant"] is not None]
-        e_events = [-q[f"q_e{m}"] * vdd - p_leak_sim * T for m in with_grant]
+        e_events = [-q_event[m].value(res) * vdd - p_leak_sim * T for m in with_grant]
         if o["prune"]:
             # the left-out cells leak too: scale by device count (an estimate)
             p_leak *= n_full / n_cone
         t_arbiter, t_encoder = worst(timing["arb"]), worst(timing["enc"])
-        (tie_peak,) = res.need("tie_peak")
+        assert tie_peak is not None  # arbitration_events always has a tie
         return {
             "t_arbiter": t_arbiter,
             "t_encoder": t_encoder,
@@ -311,7 +311,7 @@ class TopkDigital(Block):
             "t_arb_lone_top": evt(1),
             "t_arb_handover_top": evt(3),
             "t_arb_handover_root": evt(6),
-            "tie_glitch": float(tie_peak / vdd),
+            "tie_glitch": float(tie_peak.value(res) / vdd),
         }
 
     def _counter(self, ctx: JobContext) -> dict[str, float]:
@@ -325,30 +325,30 @@ class TopkDigital(Block):
         for m in range(1, n_edges + 1):
             clk_edges += [(m * T, 1), (m * T + T / 2, 0)]
         kbits = ["vdd" if (k >> b) & 1 else "0" for b in range(bits)]
+        # clock edge k (50 %) -> STOP (50 %); supply charge after the reset; STOP per edge
+        t_stop_m = Delay("t_stop", "v(clk)", half, "v(stop)", half, td=k * T - te)
+        q_cnt_m = Integ("q_cnt", "i(vsup)", 2 * T, (n_edges + 1) * T)
+        stop_m = [FindAt(f"stop_{m}", "v(stop)", at=m * T + 0.9 * T)
+                  for m in range(1, n_edges + 1)]
         body = [
-            "vsup vdd 0 {vdd}", "vdrv vdrv 0 {vdd}",
-            f"vclk sclk 0 PWL({_pwl(clk_edges, vdd, te)})",
+            dc("vsup", "vdd", "{vdd}"), dc("vdrv", "vdrv", "{vdd}"),
+            pwl("vclk", "sclk", _logic_points(clk_edges, vdd, te)),
             self._driver(ctx, "sclk", "clk"),
-            f"vrst srst 0 PWL({_pwl([(0.5 * T, 0)], vdd, te, start=1)})",
+            pwl("vrst", "srst", _logic_points([(0.5 * T, 0)], vdd, te, start=1)),
             self._driver(ctx, "srst", "rst"),
             gen._wrap(["xcnt", "clk", "rst", *kbits, "stop", *[f"q{b}" for b in range(bits)],
                        "vdd", "0", "topk_counter", self._pass(ctx)]),
-            f"cl_stop stop 0 {_f(o['c_out'])}",
-            f".tran {_f(o['tstep'])} {_f((n_edges + 1) * T)} 0 {_f(o['tmax'])}",
+            f"cl_stop stop 0 {num(o['c_out'])}",
+            tran(o["tstep"], (n_edges + 1) * T, o["tmax"]),
             ".save v(clk) v(stop) i(vsup)",
-            f".meas tran t_stop TRIG v(clk) VAL={_f(half)} TD={_f(k * T - te)} RISE=1 "
-            f"TARG v(stop) VAL={_f(half)} TD={_f(k * T - te)} RISE=1",
-            f".meas tran q_cnt INTEG i(vsup) FROM={_f(2 * T)} TO={_f((n_edges + 1) * T)}",
+            *(x.line() for x in (t_stop_m, q_cnt_m, *stop_m)),
         ]
-        for m in range(1, n_edges + 1):
-            body.append(f".meas tran stop_{m} FIND v(stop) AT={_f(m * T + 0.9 * T)}")
         res = ctx.run("counter", "\n".join(body))
-        stops = res.need(*[f"stop_{m}" for m in range(1, n_edges + 1)])
-        for m, v in enumerate(stops, start=1):
+        for m, v in enumerate(read_all(res, stop_m), start=1):
             want = vdd if m >= k else 0.0
             if not math.isfinite(v) or abs(v - want) > 0.2 * vdd:
                 raise JobFailed(f"counter: STOP = {v:.3g} V after {m} clock edges with k = {k}")
-        (t_stop, q_cnt) = res.need("t_stop", "q_cnt")
+        t_stop, q_cnt = t_stop_m.value(res), q_cnt_m.value(res)
         if not (math.isfinite(t_stop) and 0 < t_stop < T):
             raise JobFailed(f"counter: no STOP edge within a clock period ({t_stop})")
         return {"t_counter": float(t_stop),

@@ -28,29 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from charact.bench import (
+    Delay,
+    FindAt,
+    Integ,
+    MaxOf,
+    MinOf,
+    clock,
+    dc,
+    num,
+    pwl,
+    read_all,
+    staircase,
+    tran,
+)
 from charact.blocks.base import Block, JobContext, JobFailed
 from charact.errors import UserError
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.6g}"
-
-
-def _clock(t_clk: float, t_edge: float) -> str:
-    # Reset during the first half of each cycle, evaluate during the second.
-    high = t_clk / 2 - t_edge
-    return f"vclk clk 0 PULSE(0 {{vdd}} {_fmt(t_clk / 2)} {_fmt(t_edge)} {_fmt(t_edge)} " \
-           f"{_fmt(high)} {_fmt(t_clk)})"
-
-
-def _staircase(values: list[float], t_clk: float, t_edge: float) -> str:
-    """PWL points holding ``values[i]`` over cycle i, switching early in each reset phase."""
-    pts = [(0.0, values[0])]
-    for i, v in enumerate(values[1:], start=1):
-        t = i * t_clk + 0.1 * t_clk
-        pts.append((t, values[i - 1]))
-        pts.append((t + t_edge, v))
-    return " ".join(f"{_fmt(t)} {_fmt(v)}" for t, v in pts)
 
 
 class SenseAmp(Block):
@@ -101,29 +94,38 @@ class SenseAmp(Block):
     def _dut(self, ctx: JobContext, inp: str = "inp", inn: str = "inn") -> str:
         sa = next(t for t in ctx.templates if self.subckt in t.subckts)
         return "\n".join([
-            "vsup vdd 0 {vdd}",
+            dc("vsup", "vdd", "{vdd}"),
             sa.instance("sa", self.subckt, [inp, inn, "clk", "dout", "doutb", "outp", "outn",
                                              "vdd", "0"], ctx.params),
             "cloadp outp 0 2f",
             "cloadn outn 0 2f",
         ])
 
+    def _inputs(self, ctx: JobContext, dvs: list[float]) -> list[str]:
+        """The comparator, its clock and a staircase of differential inputs ``dvs``
+        around the common mode, one per clock cycle."""
+        t_clk, t_edge = ctx.options["t_clk"], ctx.options["t_edge"]
+        vcm = ctx.conditions["vcm"]
+        return [
+            self._dut(ctx),
+            clock("vclk", "clk", t_clk, t_edge),
+            pwl("vinp", "inp", staircase([vcm + d / 2 for d in dvs], t_clk, t_edge)),
+            pwl("vinn", "inn", staircase([vcm - d / 2 for d in dvs], t_clk, t_edge)),
+        ]
+
     def _staircase_decisions(self, ctx: JobContext, name: str, dvs: list[float]) -> np.ndarray:
         o = ctx.options
         t_clk, t_edge = o["t_clk"], o["t_edge"]
-        vcm = ctx.conditions["vcm"]
+        # the latched decision of each cycle, read just before the next reset
+        meas = [FindAt(f"dec{i}", "v(dout)", at=(i + 1) * t_clk - 2 * t_edge)
+                for i in range(len(dvs))]
         body = [
-            self._dut(ctx),
-            _clock(t_clk, t_edge),
-            f"vinp inp 0 PWL({_staircase([vcm + d / 2 for d in dvs], t_clk, t_edge)})",
-            f"vinn inn 0 PWL({_staircase([vcm - d / 2 for d in dvs], t_clk, t_edge)})",
-            f".tran {_fmt(o['tstep'])} {_fmt(len(dvs) * t_clk)} 0 {_fmt(4 * o['tstep'])}",
+            *self._inputs(ctx, dvs),
+            tran(o["tstep"], len(dvs) * t_clk, 4 * o["tstep"]),
             ".save v(dout)",
+            *(m.line() for m in meas),
         ]
-        for i in range(len(dvs)):
-            body.append(f".meas tran dec{i} FIND v(dout) AT={_fmt((i + 1) * t_clk - 2 * t_edge)}")
-        res = ctx.run(name, "\n".join(body))
-        vals = np.array(res.need(*[f"dec{i}" for i in range(len(dvs))]))
+        vals = read_all(ctx.run(name, "\n".join(body)), meas)
         if np.isnan(vals).any():
             raise JobFailed(f"{name}: ngspice reported no decision for some cycles")
         return vals > 0.5 * ctx.point.vdd
@@ -152,27 +154,25 @@ class SenseAmp(Block):
     def _delay_energy(self, ctx: JobContext, offset: float) -> tuple[np.ndarray, np.ndarray]:
         o = ctx.options
         t_clk, t_edge = o["t_clk"], o["t_edge"]
-        vcm, vdd = ctx.conditions["vcm"], ctx.point.vdd
+        vdd = ctx.point.vdd
         dvs = [offset + d for d in o["delta_v"]]
-        body = [
-            self._dut(ctx),
-            _clock(t_clk, t_edge),
-            f"vinp inp 0 PWL({_staircase([vcm + d / 2 for d in dvs], t_clk, t_edge)})",
-            f"vinn inn 0 PWL({_staircase([vcm - d / 2 for d in dvs], t_clk, t_edge)})",
-            f".tran {_fmt(o['tstep'])} {_fmt(len(dvs) * t_clk)} 0 {_fmt(4 * o['tstep'])}",
-            ".save v(clk) v(outp) i(vsup)",
-        ]
         half = vdd / 2
+        delays, charges, meas = [], [], []
         for i in range(len(dvs)):
+            # clk rising (50 %) to outp rising (50 %) in cycle i; the cycle's supply charge
             t_eval = i * t_clk + t_clk / 2
-            body.append(f".meas tran td{i} TRIG v(clk) VAL={_fmt(half)} TD={_fmt(t_eval - t_edge)}"
-                        f" RISE=1 TARG v(outp) VAL={_fmt(half)} TD={_fmt(t_eval - t_edge)} RISE=1")
-            body.append(f".meas tran q{i} INTEG i(vsup) FROM={_fmt(i * t_clk)} "
-                        f"TO={_fmt((i + 1) * t_clk)}")
+            delays.append(Delay(f"td{i}", "v(clk)", half, "v(outp)", half, td=t_eval - t_edge))
+            charges.append(Integ(f"q{i}", "i(vsup)", i * t_clk, (i + 1) * t_clk))
+            meas += [delays[-1], charges[-1]]
+        body = [
+            *self._inputs(ctx, dvs),
+            tran(o["tstep"], len(dvs) * t_clk, 4 * o["tstep"]),
+            ".save v(clk) v(outp) i(vsup)",
+            *(m.line() for m in meas),
+        ]
         res = ctx.run("delay", "\n".join(body))
-        n = len(dvs)
-        td = np.array(res.need(*[f"td{i}" for i in range(n)]))
-        q = np.array(res.need(*[f"q{i}" for i in range(n)]))
+        td = read_all(res, delays)
+        q = read_all(res, charges)
         # A decision that did not resolve within the evaluation half-cycle counts as none.
         td[(td <= 0) | (td > t_clk / 2)] = math.nan
         return td, -q * vdd
@@ -182,19 +182,19 @@ class SenseAmp(Block):
         t_clk, t_edge = o["t_clk"], o["t_edge"]
         vcm = ctx.conditions["vcm"]
         dv = o["delay_ref"]
+        meas = [MaxOf("inp_max", "v(inp)"), MinOf("inp_min", "v(inp)"),
+                MaxOf("inn_max", "v(inn)"), MinOf("inn_min", "v(inn)")]
         body = [
             self._dut(ctx),
-            _clock(t_clk, t_edge),
-            f"cblp inp 0 {_fmt(o['c_bl'])}",
-            f"cbln inn 0 {_fmt(o['c_bl'])}",
-            f".ic v(inp)={_fmt(vcm + dv / 2)} v(inn)={_fmt(vcm - dv / 2)}",
-            f".tran {_fmt(o['tstep'])} {_fmt(t_clk)} 0 {_fmt(4 * o['tstep'])} uic",
+            clock("vclk", "clk", t_clk, t_edge),
+            f"cblp inp 0 {num(o['c_bl'])}",
+            f"cbln inn 0 {num(o['c_bl'])}",
+            f".ic v(inp)={num(vcm + dv / 2)} v(inn)={num(vcm - dv / 2)}",
+            tran(o["tstep"], t_clk, 4 * o["tstep"], uic=True),
             ".save v(inp) v(inn)",
-            ".meas tran inp_max MAX v(inp)", ".meas tran inp_min MIN v(inp)",
-            ".meas tran inn_max MAX v(inn)", ".meas tran inn_min MIN v(inn)",
+            *(m.line() for m in meas),
         ]
-        res = ctx.run("kickback", "\n".join(body))
-        pmax, pmin, nmax, nmin = res.need("inp_max", "inp_min", "inn_max", "inn_min")
+        pmax, pmin, nmax, nmin = read_all(ctx.run("kickback", "\n".join(body)), meas)
         p0, n0 = vcm + dv / 2, vcm - dv / 2
         return float(max(abs(pmax - p0), abs(pmin - p0), abs(nmax - n0), abs(nmin - n0)))
 

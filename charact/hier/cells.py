@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from charact.bench import Delay, FindAt, Integ, When, clock, dc, num, pwl, read_all, tran, trapezoid
 from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import Design
 from charact.blocks.column_netlist import N_CAL, N_RAMP
@@ -285,12 +286,8 @@ def _ratios(design: Design) -> dict[str, float]:
     return {"mac": 1.0, "rep": r, "cal": r * N_CAL}
 
 
-def _f(x: float) -> str:
-    return f"{x:.6g}"
-
-
 def _dc_grid(v_pre: float) -> str:
-    return f".dc vbl {_f(V_LOW)} {_f(v_pre + 0.05)} {_f(V_STEP)}"
+    return f".dc vbl {num(V_LOW)} {num(v_pre + 0.05)} {num(V_STEP)}"
 
 
 def _dc_currents(res, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -311,9 +308,9 @@ def nominal_stacks(ctx: JobContext, design: Design) -> dict[str, dict[str, np.nd
     cfg = design.cfg
     cell = _tpl(ctx, "rd_stack")
     sizes = stack_sizes(ctx.params, cfg.rep_ratio)
-    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vrwl rwl 0 {_f(cfg.v_rwl)}",
-             f"vrwlp rwlp 0 {_f(cfg.v_rwl + DVG)}", f"vrwlm rwlm 0 {_f(cfg.v_rwl - DVG)}",
-             f"vbl bl 0 {_f(cfg.v_pre)}"]
+    lines = [dc("vsram", "vsram", cfg.vdd_sram), dc("vrwl", "rwl", cfg.v_rwl),
+             dc("vrwlp", "rwlp", cfg.v_rwl + DVG), dc("vrwlm", "rwlm", cfg.v_rwl - DVG),
+             dc("vbl", "bl", cfg.v_pre)]
     names = []
     for k in STACKS:
         for tag, rwl in (("on", "rwl"), ("off", "0"), ("up", "rwlp"), ("dn", "rwlm")):
@@ -337,8 +334,8 @@ def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, np.ndarray]:
     cfg = design.cfg
     cell = _tpl(ctx, "rd_stack")
     sizes = stack_sizes(ctx.params, cfg.rep_ratio)
-    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vrwl rwl 0 {_f(cfg.v_rwl)}",
-             f"vbl bl 0 {_f(cfg.v_pre)}"]
+    lines = [dc("vsram", "vsram", cfg.vdd_sram), dc("vrwl", "rwl", cfg.v_rwl),
+             dc("vbl", "bl", cfg.v_pre)]
     names = []
     for k in STACKS:
         for j in range(n):
@@ -347,19 +344,11 @@ def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, np.ndarray]:
                                                            [f"d_{k}_{j}", "rwl", "vsram", "0"],
                                                            sizes[k])]
             names.append(m)
-    lines += [f".dc vbl {_f(0.2)} {_f(cfg.v_pre)} {_f(0.05)}",
+    lines += [f".dc vbl {num(0.2)} {num(cfg.v_pre)} {num(0.05)}",
               ".save " + " ".join(f"i({m})" for m in names)]
     res = ctx.run("stacks_mc", "\n".join(lines), raw=True)
     v, cur = _dc_currents(res, names)
     return {"v": v, **{k: cur[i * n:(i + 1) * n] for i, k in enumerate(STACKS)}}
-
-
-def _pwl_pulse(name: str, node: str, t_on: float, width: float, level: float,
-               t_edge: float) -> str:
-    """The column's word-line pulse: a trapezoid whose 50 % points are t_on, t_on+width."""
-    a, b = t_on - t_edge / 2, t_on + width - t_edge / 2
-    return (f"V{name} {node} 0 PWL(0 0 {_f(a)} 0 {_f(a + t_edge)} {_f(level)} {_f(b)} "
-            f"{_f(level)} {_f(b + t_edge)} 0)")
 
 
 def pulse_charges(ctx: JobContext, design: Design, v_drain: float) -> dict[str, np.ndarray]:
@@ -370,26 +359,27 @@ def pulse_charges(ctx: JobContext, design: Design, v_drain: float) -> dict[str, 
     sizes = stack_sizes(ctx.params, cfg.rep_ratio)
     t_on = 0.5e-9
     t_end = t_on + max(PULSE_UNITS) * cfg.t_unit + 1e-9
-    lines = [f"vsram vsram 0 {_f(cfg.vdd_sram)}", f"vbl bl 0 {_f(v_drain)}"]
+    lines = [dc("vsram", "vsram", cfg.vdd_sram), dc("vbl", "bl", v_drain)]
     for i, u in enumerate(PULSE_UNITS):
-        lines.append(_pwl_pulse(f"rwl{i}", f"rwl{i}", t_on, u * cfg.t_unit, cfg.v_rwl,
-                                cfg.t_edge))
-    meas, saves = [], []
+        # the column's word-line pulse
+        lines.append(trapezoid(f"Vrwl{i}", f"rwl{i}", t_on, u * cfg.t_unit, cfg.v_rwl,
+                               cfg.t_edge))
+    meas: dict[str, list[Integ]] = {k: [] for k in STACKS}
+    saves = []
     for k in STACKS:
         for i in range(len(PULSE_UNITS)):
             m = f"vm_{k}_{i}"
             lines += [f"{m} bl d_{k}_{i} 0", cell.instance(f"{k}_{i}", "rd_stack",
                                                            [f"d_{k}_{i}", f"rwl{i}", "vsram",
                                                             "0"], sizes[k])]
-            meas.append(f".meas tran q_{k}_{i} INTEG i({m}) FROM=0 TO={_f(t_end)}")
+            meas[k].append(Integ(f"q_{k}_{i}", f"i({m})", 0, t_end))
             saves.append(f"i({m})")
-    lines += [f".tran {_f(cfg.tmax / 8)} {_f(t_end)} 0 {_f(cfg.tmax / 4)}",
-              ".save " + " ".join(saves)]
-    lines += meas
+    lines += [tran(cfg.tmax / 8, t_end, cfg.tmax / 4), ".save " + " ".join(saves)]
+    lines += [q.line() for k in STACKS for q in meas[k]]
     res = ctx.run("stacks_pulse", "\n".join(lines))
     out = {}
     for k in STACKS:
-        q = np.array(res.need(*[f"q_{k}_{i}" for i in range(len(PULSE_UNITS))]))
+        q = read_all(res, meas[k])
         if not np.isfinite(q).all():
             raise JobFailed(f"stack pulse bench: missing charge of {k}")
         out[k] = q
@@ -403,8 +393,8 @@ def line_capacitances(ctx: JobContext, design: Design) -> tuple[float, float, fl
     cell, sa = _tpl(ctx, "rd_stack"), _tpl(ctx, "strongarm_sa")
     sizes = stack_sizes(ctx.params, cfg.rep_ratio)
     i_line, i_mac = 0.1e-6, 5e-9
-    lines = ["vsup vdd 0 {vdd}", f"vpre vpre 0 {_f(cfg.v_pre)}", "vclk clk 0 0",
-             "vpcb pcb 0 {vdd}",
+    lines = [dc("vsup", "vdd", "{vdd}"), dc("vpre", "vpre", cfg.v_pre), dc("vclk", "clk", 0),
+             dc("vpcb", "pcb", "{vdd}"),
              "Xpre_l l pcb vpre vdd rbl_pre",
              "Xpre_r r pcb vpre vdd rbl_pre",
              sa.instance("sa", "strongarm_sa", ["r", "l", "clk", "dout", "doutb", "outp",
@@ -416,16 +406,16 @@ def line_capacitances(ctx: JobContext, design: Design) -> tuple[float, float, fl
               for j in range(N_RAMP)]
     lines += [cell.instance(f"mac{j}", "rd_stack", ["m", "0", "0", "0"], sizes["mac"])
               for j in range(MAC_CAP_STACKS)]
-    lines += [f"il l 0 {_f(i_line)}", f"ir r 0 {_f(i_line)}", f"im m 0 {_f(i_mac)}",
-              f".ic v(l)={_f(cfg.v_pre)} v(r)={_f(cfg.v_pre)} v(m)={_f(cfg.v_pre)}",
-              ".tran 0.2n 600n 0 1n", ".save v(l) v(r) v(m)"]
+    lines += [dc("il", "l", i_line), dc("ir", "r", i_line), dc("im", "m", i_mac),
+              f".ic v(l)={num(cfg.v_pre)} v(r)={num(cfg.v_pre)} v(m)={num(cfg.v_pre)}",
+              tran("0.2n", "600n", "1n"), ".save v(l) v(r) v(m)"]
     hi, lo = cfg.v_pre - 0.05, cfg.v_pre - 0.15
-    for n in ("l", "r", "m"):
-        lines += [f".meas tran {n}_hi WHEN v({n})={_f(hi)} FALL=1",
-                  f".meas tran {n}_lo WHEN v({n})={_f(lo)} FALL=1"]
+    # when each line, discharged by its current source, passes hi and then lo
+    meas = [When(f"{n}_{tag}", f"v({n})", level, edge="FALL")
+            for n in ("l", "r", "m") for tag, level in (("hi", hi), ("lo", lo))]
+    lines += [m.line() for m in meas]
     res = ctx.run("line_cap", "\n".join(lines))
-    vals = dict(zip(["l_hi", "l_lo", "r_hi", "r_lo", "m_hi", "m_lo"],
-                    res.need("l_hi", "l_lo", "r_hi", "r_lo", "m_hi", "m_lo"), strict=True))
+    vals = {m.name: m.value(res) for m in meas}
     if not all(math.isfinite(v) for v in vals.values()):
         raise JobFailed("line capacitance bench: a line did not fall by 0.15 V")
     c_l = i_line * (vals["l_lo"] - vals["l_hi"]) / (hi - lo)
@@ -484,19 +474,19 @@ def _sa_deck(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray,
     sa = _tpl(ctx, "strongarm_sa")
     te = cfg.t_edge
     t_rise, t_read = SA_T_RISE, SA_T_RISE + te + SA_EVAL
-    lines = ["vsup vdd 0 {vdd}",
-             f"vclk clk 0 PWL(0 0 {_f(t_rise)} 0 {_f(t_rise + te)} {{vdd}})"]
+    lines = [dc("vsup", "vdd", "{vdd}"),
+             pwl("vclk", "clk", [(0, 0), (t_rise, 0), (t_rise + te, "{vdd}")])]
     for i, d in enumerate(dv):
-        lines += [f"vp{i} inp{i} 0 {_f(vcm + d / 2)}", f"vn{i} inn{i} 0 {_f(vcm - d / 2)}",
+        lines += [dc(f"vp{i}", f"inp{i}", vcm + d / 2), dc(f"vn{i}", f"inn{i}", vcm - d / 2),
                   sa.instance(f"sa{i}", "strongarm_sa",
                               [f"inp{i}", f"inn{i}", "clk", f"dout{i}", f"doutb{i}",
                                f"outp{i}", f"outn{i}", "vdd", "0"], design.sa_params),
                   f"cp{i} outp{i} 0 2f", f"cn{i} outn{i} 0 2f"]
-    lines += [f".tran 10p {_f(t_read + 0.05e-9)} 0 50p",
+    meas = [FindAt(f"d{i}", f"v(dout{i})", at=t_read) for i in range(len(dv))]
+    lines += [tran("10p", t_read + 0.05e-9, "50p"),
               ".save " + " ".join(f"v(dout{i})" for i in range(len(dv)))]
-    lines += [f".meas tran d{i} FIND v(dout{i}) AT={_f(t_read)}" for i in range(len(dv))]
-    res = ctx.run(name, "\n".join(lines))
-    vals = np.array(res.need(*[f"d{i}" for i in range(len(dv))]))
+    lines += [m.line() for m in meas]
+    vals = read_all(ctx.run(name, "\n".join(lines)), meas)
     if not np.isfinite(vals).all():
         raise JobFailed(f"{name}: missing SA decisions")
     return vals > 0.5 * ctx.point.vdd
@@ -522,22 +512,20 @@ def sa_delay(ctx: JobContext, design: Design, vcm: float, offset: float
     dvs = [1e-4, 1e-3, 1e-2, 1e-1]
     te, tc = cfg.t_edge, cfg.t_clk
     vdd = ctx.point.vdd
-    lines = ["vsup vdd 0 {vdd}",
-             f"vclk clk 0 PULSE(0 {{vdd}} {_f(tc / 2)} {_f(te)} {_f(te)} {_f(tc / 2 - 2 * te)}"
-             f" {_f(tc)})"]
+    lines = [dc("vsup", "vdd", "{vdd}"), clock("vclk", "clk", tc, te, width=tc / 2 - 2 * te)]
+    meas: list[Delay] = []
     for i, d in enumerate(dvs):
         d = d + offset
-        lines += [f"vp{i} inp{i} 0 {_f(vcm + d / 2)}", f"vn{i} inn{i} 0 {_f(vcm - d / 2)}",
+        lines += [dc(f"vp{i}", f"inp{i}", vcm + d / 2), dc(f"vn{i}", f"inn{i}", vcm - d / 2),
                   sa.instance(f"sa{i}", "strongarm_sa",
                               [f"inp{i}", f"inn{i}", "clk", f"dout{i}", f"doutb{i}",
                                f"outp{i}", f"outn{i}", "vdd", "0"], design.sa_params),
                   f"cp{i} outp{i} 0 2f", f"cn{i} outn{i} 0 2f"]
-        lines.append(f".meas tran td{i} TRIG v(clk) VAL={_f(vdd / 2)} RISE=1 "
-                     f"TARG v(outp{i}) VAL={_f(vdd / 2)} RISE=1")
-    lines += [f".tran 5p {_f(tc)} 0 20p",
+        meas.append(Delay(f"td{i}", "v(clk)", vdd / 2, f"v(outp{i})", vdd / 2))
+        lines.append(meas[-1].line())
+    lines += [tran("5p", tc, "20p"),
               ".save v(clk) " + " ".join(f"v(outp{i})" for i in range(len(dvs)))]
-    res = ctx.run("sa_delay", "\n".join(lines))
-    td = np.array(res.need(*[f"td{i}" for i in range(len(dvs))]))
+    td = read_all(ctx.run("sa_delay", "\n".join(lines)), meas)
     ok = np.isfinite(td) & (td > 0)
     if ok.sum() < 2:
         return math.nan, math.nan
