@@ -25,6 +25,7 @@ EXIT_INTERRUPTED = 130
 # Modules that add subcommands, in the order they appear in ``charact --help``.
 COMMAND_MODULES: list[str] = [
     "charact.commands.engine",
+    "charact.commands.blocks",
     "charact.commands.column",
     "charact.commands.lookup",
     "charact.commands.rollup",

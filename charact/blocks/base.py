@@ -2,13 +2,15 @@
 
 A block is one circuit with its test bench and measurements: it names its template
 file(s) and main subcircuit, the extra sweep axes it understands (``conditions``), its
-measurement options, and the columns it measures. ``simulate`` turns one job (an
+measurement options (``Options``: a frozen dataclass of documented, typed fields, see
+:mod:`charact.blocks.options`), and the columns it measures. ``simulate`` turns one job (an
 operating point, template parameters, conditions and one Monte-Carlo sample) into one
 row. It may run several decks (a coarse then a fine search, say) through ``ctx.run``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from abc import ABC, abstractmethod
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from charact.blocks.options import NoOptions, check_values, option_defaults
 from charact.deck import Deck, Point, render_deck
 from charact.runner import RunResult, Simulator
 from charact.tech import Technology
@@ -72,7 +75,10 @@ class Block(ABC):
     subckt: ClassVar[str]
     #: Extra sweep axes with their defaults (for example the comparator common mode).
     conditions: ClassVar[dict[str, float]] = {}
-    #: Measurement options (the spec's ``[measure]`` table) with their defaults.
+    #: Measurement options (the spec's ``[measure]`` table): a frozen dataclass whose
+    #: fields, made by :func:`charact.blocks.options.opt`, carry default, doc and constraint.
+    Options: ClassVar[type] = NoOptions
+    #: The defaults of ``Options`` as a dict (derived; what job keys and benches see).
     options: ClassVar[dict[str, Any]] = {}
     #: Columns ``simulate`` returns, in order.
     columns: ClassVar[tuple[str, ...]]
@@ -87,6 +93,14 @@ class Block(ABC):
     #: Units of columns named by a pattern (a block may add columns per option value,
     #: ``delay_dv10mV`` say): ``(regular expression, unit)`` pairs, matched in full.
     unit_patterns: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "options" in cls.__dict__:
+            # one source of truth: the dict is derived, never written by hand
+            raise TypeError(f"{cls.__name__}: declare [measure] options as an Options "
+                            "dataclass, not an options dict")
+        cls.options = option_defaults(cls.Options)
 
     def summary(self) -> tuple[str, ...]:
         return self.summary_columns or self.columns[:6]
@@ -117,7 +131,9 @@ class Block(ABC):
         return values
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Merge options over the defaults; a block may override to check values."""
+        """Merge options over the defaults and check every value against its field of
+        ``Options``; a block overrides this to add its cross-field rules (calling this
+        first). Returns the merged dict, values as given (they enter the job key)."""
         from charact.errors import UserError
 
         unknown = sorted(set(options) - set(self.options))
@@ -126,7 +142,9 @@ class Block(ABC):
                 f"unknown [measure] option(s) {', '.join(unknown)} for block {self.name}; "
                 f"known: {', '.join(sorted(self.options)) or 'none'}"
             )
-        return {**self.options, **options}
+        merged = {**copy.deepcopy(self.options), **options}
+        check_values(self.Options, merged)
+        return merged
 
     @abstractmethod
     def simulate(self, ctx: JobContext) -> dict[str, float] | list[dict[str, float]]:

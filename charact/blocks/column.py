@@ -41,6 +41,7 @@ from charact.blocks.column_netlist import (
     ColumnConfig,
     array_body,
 )
+from charact.blocks.options import opt, option_defaults
 from charact.errors import UserError
 from charact.runner import read_raw
 
@@ -48,34 +49,55 @@ PATTERNS = ("stratified", "uniform", "explicit")
 STORAGE = ("lean", "ideal", "6t")
 WIRING = ("q", "qb")
 
-# Options shared by the column and the calibration blocks (the design of the array).
-DESIGN_OPTIONS: dict[str, Any] = {
-    "n_dims": 64,  # the paper's column: 64 dimensions x 3 cells + 64 replica rows
-    "storage": "lean",
-    "wiring": "q",
-    "vdd_sram": 0.5,
-    "v_rwl": 0.5,
-    "v_pre": 0.5,
-    "c_rbl": 0.0,  # F per bitline; 0 = c_rbl_per_dim * n_dims
+
+@dataclasses.dataclass(frozen=True)
+class DesignOptions:
+    """The array design: ``[measure]`` options shared by the column, calibration and
+    hierarchical blocks (times in s, voltages in V, capacitances in F)."""
+
+    n_dims: int = opt(64, "dimensions per column (the paper's: 64 x 3 cells + 64 replica "
+                      "rows)", min=1, max=512)
+    storage: str = opt("lean", "storage of each cell: lean (only the read stacks that can "
+                       "conduct), ideal (read ports on ideal sources) or 6t", choices=STORAGE)
+    wiring: str = opt("q", "storage node the read stack sees: q (a zero weight draws no "
+                      "current) or qb", choices=WIRING)
+    vdd_sram: float = opt(0.5, "SRAM supply", positive=True)
+    v_rwl: float = opt(0.5, "read word-line high level", positive=True)
+    v_pre: float = opt(0.5, "bitline precharge voltage", positive=True)
+    c_rbl: float = opt(0.0, "lumped capacitance per bitline; 0 = c_rbl_per_dim x n_dims",
+                       min=0)
     # A long-channel read driver at 0.5 V still sinks ~0.3 uA in FreePDK45: 70 fF of
     # bitline per dimension gives ~37 uV per MAC unit, ~4 mV per LSB at mac_range 1/8.
-    "c_rbl_per_dim": 70e-15,
-    "t_unit": 0.5e-9,
-    "scales": [1, 2, 4],
-    "t_clk": 4e-9,
-    "t_edge": 30e-12,
-    "tmax": 200e-12,
-    "mac_range": 0.125,  # +-fraction of the full scale n_dims*7*31 mapped onto the codes
-    "mac_lo": 0,  # explicit range (both 0 = from mac_range); mac_hi = mac_lo + 32*lsb
-    "mac_hi": 0,
-    "rep_ratio": 0.0,  # replica/MAC read-stack width; 0 = one ramp step in ~t_step_nom
-    "t_step_nom": 1e-9,
-    "sa_params": {},
-    "cal_iterations": 3,
+    c_rbl_per_dim: float = opt(70e-15, "bitline capacitance per dimension (when c_rbl = 0)",
+                               positive=True)
+    t_unit: float = opt(0.5e-9, "one LSB of input pulse width (2 GHz PWM clock)",
+                        positive=True)
+    scales: list[int] = opt([1, 2, 4], "pulse-width scale of the three cells of a weight",
+                            positive=True, length=3)
+    t_clk: float = opt(4e-9, "ADC clock period (one ramp step per cycle)", positive=True)
+    t_edge: float = opt(30e-12, "word-line and clock edges", positive=True,
+                        rule="less than t_clk / 10 and than t_unit")
+    tmax: float = opt(200e-12, "largest transient time step", positive=True)
+    mac_range: float = opt(0.125, "+-fraction of the full scale n_dims x 7 x 31 mapped onto "
+                           "the 32 codes", positive=True, max=1)
+    mac_lo: int = opt(0, "lowest MAC of the code range (mac_lo = mac_hi = 0: from mac_range)",
+                      rule="mac_hi - mac_lo >= 32 unless both are 0")
+    mac_hi: int = opt(0, "highest MAC of the code range (mac_lo + 32 x LSB)")
+    rep_ratio: float = opt(0.0, "replica/MAC read-stack width; 0 = one ramp step in about "
+                           "t_step_nom", min=0)
+    t_step_nom: float = opt(1e-9, "nominal ramp-step pulse (when rep_ratio = 0)",
+                            positive=True)
+    sa_params: dict[str, float] = opt({}, "strongarm_sa template parameters of the column's "
+                                      "comparators", rule="names of strongarm_sa parameters")
+    cal_iterations: int = opt(3, "iterations of the calibration of the replica pulses",
+                              min=1, max=10)
     # The StrongARM decides on a few mV after regeneration from a tiny imbalance: with
     # ngspice's default reltol (1e-3) truncation error flips decisions at ~10 mV.
-    "spice_options": ["reltol=1e-4"],
-}
+    spice_options: list[str] = opt(["reltol=1e-4"], "extra .option words of every deck")
+
+
+#: The defaults of :class:`DesignOptions`.
+DESIGN_OPTIONS: dict[str, Any] = option_defaults(DesignOptions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,42 +125,26 @@ class Design:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _positive(opts: dict[str, Any], *keys: str) -> None:
-    for key in keys:
-        v = opts[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise UserError(f"[measure] {key} must be a positive number, got {v!r}")
-
-
 def check_design(opts: dict[str, Any]) -> None:
-    n = opts["n_dims"]
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 512:
-        raise UserError(f"[measure] n_dims must be an integer in 1..512, got {n!r}")
-    if opts["storage"] not in STORAGE:
-        raise UserError(f"[measure] storage must be one of {', '.join(STORAGE)}")
-    if opts["wiring"] not in WIRING:
-        raise UserError(f"[measure] wiring must be one of {', '.join(WIRING)}")
-    _positive(opts, "vdd_sram", "v_rwl", "v_pre", "c_rbl_per_dim", "t_unit", "t_clk",
-              "t_edge", "tmax", "t_step_nom")
-    for key in ("c_rbl", "rep_ratio"):
-        if not isinstance(opts[key], (int, float)) or opts[key] < 0:
-            raise UserError(f"[measure] {key} must be >= 0 (0 = automatic)")
-    sc = opts["scales"]
-    if not (isinstance(sc, list) and len(sc) == 3 and all(isinstance(s, int) and s > 0
-                                                          for s in sc)):
-        raise UserError("[measure] scales must be three positive integers (e.g. [1, 2, 4])")
-    if not 0 < float(opts["mac_range"]) <= 1:
-        raise UserError("[measure] mac_range must be in (0, 1]")
+    """The design's cross-field rules (each value is checked by :class:`DesignOptions`)."""
     lo, hi = opts["mac_lo"], opts["mac_hi"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
-        raise UserError("[measure] mac_lo and mac_hi must be integers")
     if (lo, hi) != (0, 0) and hi - lo < N_CODES:
         raise UserError(f"[measure] mac_hi - mac_lo must be >= {N_CODES}")
-    if not isinstance(opts["sa_params"], dict):
-        raise UserError("[measure] sa_params must be a table")
-    it = opts["cal_iterations"]
-    if not isinstance(it, int) or not 1 <= it <= 10:
-        raise UserError("[measure] cal_iterations must be an integer in 1..10")
+    # an edge must fit inside the shortest input pulse and leave room in a clock cycle
+    if not opts["t_edge"] < opts["t_clk"] / 10:
+        raise UserError(f"[measure] t_edge must be less than t_clk / 10 "
+                        f"({opts['t_clk'] / 10:g} s), got {opts['t_edge']:g}")
+    if not opts["t_edge"] < opts["t_unit"]:
+        raise UserError(f"[measure] t_edge must be less than t_unit ({opts['t_unit']:g} s), "
+                        f"got {opts['t_edge']:g}")
+    if opts["sa_params"]:
+        from charact.templates import check_params, load_template
+
+        sa = load_template("sense_amp.sp").subckt("strongarm_sa")
+        try:
+            check_params(sa, opts["sa_params"])
+        except UserError as exc:
+            raise UserError(f"[measure] sa_params: {exc}") from None
 
 
 def make_design(opts: dict[str, Any]) -> Design:
@@ -345,24 +351,37 @@ class ArrayBlock(Block):
     subckt = "dual10t"
 
 
+@dataclasses.dataclass(frozen=True)
+class ImaColumnOptions(DesignOptions):
+    """``[measure]`` options of ``ima_column``: the design and the conversions."""
+
+    n_cols: int = opt(8, "columns per deck (an array sharing inputs and replica rows)",
+                      min=1)
+    conversions: int = opt(0, "column conversions per job; 0 = n_cols (one deck)", min=0,
+                           rule="0 or n_cols with k > 0 or explicit patterns")
+    k: int = opt(0, "early stop after k crossings; 0 = no early stop", min=0,
+                 rule="at most n_cols")
+    patterns: str = opt("stratified", "input/weight patterns: stratified (even over the "
+                        "codes), uniform (random) or explicit (inputs, weights)",
+                        choices=PATTERNS)
+    pattern_seed: int = opt(0, "pattern seed of a nominal run (a Monte-Carlo die draws "
+                            "from its own stream)", min=0)
+    inputs: list[int] = opt([], "explicit patterns: the n_dims inputs", min=-X_MAX,
+                            max=X_MAX, rule="n_dims of them with patterns = explicit")
+    weights: list[list[int]] = opt([], "explicit patterns: n_cols lists of n_dims weights",
+                                   min=-W_MAX, max=W_MAX,
+                                   rule="n_cols x n_dims with patterns = explicit")
+    calibration: str = opt("inline", "inline (nominal calibration at each operating point, "
+                           "cached in the results folder) or a calibration sweep's folder "
+                           "or table", min_len=1, rule="a path must hold a calibration table")
+
+
 class ImaColumn(ArrayBlock):
     """Pattern conversions on a replica-ramp IMA array (one row per column conversion)."""
 
     name = "ima_column"
     version = "1"
-    options: dict[str, Any] = {
-        **DESIGN_OPTIONS,
-        "n_cols": 8,  # columns per deck (an array sharing inputs and replica rows)
-        "conversions": 0,  # column conversions per job; 0 = n_cols (one deck)
-        "k": 0,  # early stop after k crossings; 0 = no early stop
-        "patterns": "stratified",
-        "pattern_seed": 0,
-        "inputs": [],
-        "weights": [],
-        # "inline": calibrate at each operating point (nominal, cached in the results
-        # folder); or a calibration sweep's folder / table.parquet
-        "calibration": "inline",
-    }
+    Options = ImaColumnOptions
     summary_columns = ("code", "cross_cycle", "v_mac", "alpha")
     columns = (
         "deck", "col", "mac_ideal", "code_ideal", "code", "cross_cycle", "v_mac", "v_l_mac",
@@ -384,14 +403,6 @@ class ImaColumn(ArrayBlock):
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
         check_design(opts)
-        for key in ("n_cols", "conversions", "k", "pattern_seed"):
-            v = opts[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise UserError(f"[measure] {key} must be a non-negative integer")
-        if opts["n_cols"] < 1:
-            raise UserError("[measure] n_cols must be >= 1")
-        if opts["patterns"] not in PATTERNS:
-            raise UserError(f"[measure] patterns must be one of {', '.join(PATTERNS)}")
         if opts["k"] > opts["n_cols"]:
             raise UserError("[measure] k must not exceed n_cols")
         if opts["k"] and opts["conversions"] not in (0, opts["n_cols"]):
@@ -400,12 +411,13 @@ class ImaColumn(ArrayBlock):
         if opts["patterns"] == "explicit":
             _check_explicit(opts)
         cal = opts["calibration"]
-        if not isinstance(cal, str) or not cal:
-            raise UserError("[measure] calibration must be 'inline' or a path")
         if cal != "inline":
             from charact.calibration import load_calibration_table
 
-            table = load_calibration_table(cal)
+            try:
+                table = load_calibration_table(cal)
+            except UserError as exc:  # name the option the path came from
+                raise UserError(f"[measure] calibration: {exc}") from None
             # the calibration's content is part of every job key
             opts["calibration_sha256"] = hashlib.sha256(
                 table.to_json(orient="records").encode()).hexdigest()[:16]
@@ -454,15 +466,14 @@ class ImaColumn(ArrayBlock):
 
 
 def _check_explicit(opts: dict[str, Any]) -> None:
+    """Explicit patterns: the shapes (types and ranges are :class:`ImaColumnOptions`')."""
     n, n_cols = opts["n_dims"], opts["n_cols"]
     x, w = opts["inputs"], opts["weights"]
-    if not (isinstance(x, list) and len(x) == n and all(
-            isinstance(v, int) and -X_MAX <= v <= X_MAX for v in x)):
-        raise UserError(f"[measure] inputs must be {n} integers in -31..31")
-    if not (isinstance(w, list) and len(w) == n_cols and all(
-            isinstance(r, list) and len(r) == n and all(
-                isinstance(v, int) and -W_MAX <= v <= W_MAX for v in r) for r in w)):
-        raise UserError(f"[measure] weights must be {n_cols} lists of {n} integers in -7..7")
+    if len(x) != n:
+        raise UserError(f"[measure] inputs must be {n} integers in -{X_MAX}..{X_MAX}")
+    if len(w) != n_cols or any(len(r) != n for r in w):
+        raise UserError(f"[measure] weights must be {n_cols} lists of {n} integers in "
+                        f"-{W_MAX}..{W_MAX}")
     if opts["conversions"] not in (0, n_cols):
         raise UserError("[measure] explicit patterns make one deck: leave conversions = 0")
 
@@ -472,7 +483,7 @@ class ImaCalibration(ArrayBlock):
 
     name = "ima_calibration"
     version = "1"
-    options: dict[str, Any] = dict(DESIGN_OPTIONS)
+    Options = DesignOptions
     summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",
                "iterations", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "rep_ratio", "c_rbl",
@@ -500,38 +511,45 @@ class ImaCalibration(ArrayBlock):
                 "design": design.digest(ctx.params)}
 
 
+@dataclasses.dataclass(frozen=True)
+class ImaCellOptions:
+    """``[measure]`` options of ``ima_cell`` (times in s, voltages in V)."""
+
+    pulse_units: list[int] = opt([1, 2, 4, 8, 16, 31, 62, 124], "pulse widths in units of "
+                                 "t_unit, one discharge each", positive=True, min_len=2)
+    storage: str = opt("ideal", "storage: ideal (read port on ideal sources) or 6t",
+                       choices=("ideal", "6t"))
+    vdd_sram: float = opt(0.5, "SRAM supply", positive=True)
+    v_rwl: float = opt(0.5, "read word-line high level", positive=True)
+    c_rbl: float = opt(280e-15, "bitline capacitance (F)", positive=True)
+    t_unit: float = opt(0.5e-9, "one unit of pulse width", positive=True)
+    t_edge: float = opt(30e-12, "word-line and precharge edges", positive=True,
+                        rule="less than t_unit x min(pulse_units)")
+    tmax: float = opt(100e-12, "largest transient time step", positive=True)
+    spice_options: list[str] = opt([], "extra .option words of every deck")
+
+
 class ImaCell(Block):
-    """Discharge of one dual 10T cell (weight +1, positive input) on a bitline of
-    ``c_rbl`` precharged to ``v_rbl``, for a list of pulse widths (each after a fresh
-    precharge, same cell). The per-unit discharge is the slope of a line fitted
-    through (pulse width, drop); ``cell_inl`` its largest residual in units."""
+    """Discharge of one dual 10T cell against pulse width and bitline voltage.
+
+    The cell (weight +1, positive input) discharges a bitline of ``c_rbl`` precharged
+    to ``v_rbl``, for a list of pulse widths (each after a fresh precharge, same cell).
+    The per-unit discharge is the slope of a line fitted through (pulse width, drop);
+    ``cell_inl`` its largest residual in units."""
 
     name = "ima_cell"
     version = "1"
     template_files = ("sram10t.sp",)
     subckt = "dual10t"
     conditions = {"v_rbl": 0.5}
-    options: dict[str, Any] = {
-        "pulse_units": [1, 2, 4, 8, 16, 31, 62, 124],
-        "storage": "ideal",
-        "vdd_sram": 0.5,
-        "v_rwl": 0.5,
-        "c_rbl": 280e-15,
-        "t_unit": 0.5e-9,
-        "t_edge": 30e-12,
-        "tmax": 100e-12,
-        "spice_options": [],
-    }
+    Options = ImaCellOptions
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
-        pu = opts["pulse_units"]
-        if not (isinstance(pu, list) and len(pu) >= 2 and all(
-                isinstance(v, int) and v > 0 for v in pu)):
-            raise UserError("[measure] pulse_units must be >= 2 positive integers")
-        if opts["storage"] not in ("ideal", "6t"):
-            raise UserError("[measure] storage must be 'ideal' or '6t' for ima_cell")
-        _positive(opts, "vdd_sram", "v_rwl", "c_rbl", "t_unit", "t_edge", "tmax")
+        # the shortest pulse needs its two edges
+        if not opts["t_edge"] < opts["t_unit"] * min(opts["pulse_units"]):
+            raise UserError("[measure] t_edge must be less than the shortest pulse, "
+                            "t_unit x min(pulse_units)")
         return opts
 
     columns = ("dv_unit", "q_unit", "i_read", "cell_inl", "leak_dv")  # + dv_u<n> per width

@@ -61,6 +61,7 @@ Benches (one transient each, per job):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ import numpy as np
 from charact.bench import Delay, FindAt, Integ, MaxOf, Measure, dc, num, pwl, read_all, tran
 from charact.blocks import digital_netlist as gen
 from charact.blocks.base import Block, JobContext, JobFailed
+from charact.blocks.options import opt
 from charact.errors import UserError
 
 
@@ -101,6 +103,28 @@ def active_requests(events: list[dict[str, Any]]) -> list[int]:
     return sorted({i for e in events for i in e["rise"] + e["fall"]})
 
 
+@dataclass(frozen=True)
+class TopkDigitalOptions:
+    """``[measure]`` options of ``topk_digital`` (times in s, capacitances in F)."""
+
+    n_inputs: int = opt(gen.N_FULL, "arbiter inputs (256 in the paper)", min=4,
+                        rule="a power of two")
+    k: int = opt(5, "STOP threshold of the counter (the paper's top-5)", min=1,
+                 max=2**gen.COUNTER_BITS - 3)
+    t_event: float = opt(5e-9, "time per arbitration event", positive=True)
+    t_clk_count: float = opt(4e-9, "counter clock period (the paper's ADC clock)",
+                             positive=True)
+    t_edge: float = opt(40e-12, "edge of the ideal sources ahead of the driver inverters",
+                        positive=True, rule="less than t_event / 10 and t_clk_count / 10")
+    c_out: float = opt(5e-15, "load on every address bit and on STOP", min=0)
+    tstep: float = opt(5e-12, "transient step", positive=True)
+    tmax: float = opt(20e-12, "largest time step (edges are read to about 1 ps)",
+                      positive=True)
+    prune: bool = opt(True, "simulate only the cells the requests can switch (exact for "
+                      "delays and dynamic energy); false: the whole netlist")
+    spice_options: list[str] = opt([], "extra .option words of every deck")
+
+
 class TopkDigital(Block):
     """Arbiter, encoder and counter of the top-k ramp ADC: delays and energies."""
 
@@ -108,20 +132,7 @@ class TopkDigital(Block):
     version = "1"
     template_files = ("topk_digital.sp",)
     subckt = "topk_arbiter256"
-    options: dict[str, Any] = {
-        "n_inputs": gen.N_FULL,  # arbiter inputs (a power of two >= 4); 256 in the paper
-        "k": 5,  # STOP threshold (the paper's top-5)
-        "t_event": 5e-9,  # time per arbitration event
-        "t_clk_count": 4e-9,  # counter clock period (the paper's ADC clock)
-        "t_edge": 40e-12,  # edge of the ideal sources ahead of the driver inverters
-        "c_out": 5e-15,  # load on every address bit and on STOP
-        "tstep": 5e-12,
-        "tmax": 20e-12,  # largest time step (edges are read to about 1 ps)
-        # simulate only the cells the bench's requests can switch (exact for delays and
-        # dynamic energy, see digital_netlist.prune); false: the whole netlist
-        "prune": True,
-        "spice_options": [],
-    }
+    Options = TopkDigitalOptions
     columns = (
         "t_arbiter", "t_encoder", "t_arb", "t_req_addr", "t_counter",
         "energy_arb", "energy_counter", "p_leak",
@@ -137,19 +148,13 @@ class TopkDigital(Block):
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
         n = opts["n_inputs"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 4 or n & (n - 1):
+        if n & (n - 1):
             raise UserError(f"[measure] n_inputs must be a power of two >= 4, got {n!r}")
-        k = opts["k"]
-        top = 2**gen.COUNTER_BITS - 1
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= top - 2:
-            raise UserError(f"[measure] k must be an integer from 1 to {top - 2}, got {k!r}")
-        for key in ("t_event", "t_clk_count", "t_edge", "tstep", "tmax"):
-            if not isinstance(opts[key], (int, float)) or opts[key] <= 0:
-                raise UserError(f"[measure] {key} must be a positive number")
-        if not isinstance(opts["prune"], bool):
-            raise UserError("[measure] prune must be true or false")
-        if not isinstance(opts["c_out"], (int, float)) or opts["c_out"] < 0:
-            raise UserError("[measure] c_out must be a non-negative number")
+        # an edge must fit well inside a clock half-period and an event
+        for key in ("t_clk_count", "t_event"):
+            if not opts["t_edge"] < opts[key] / 10:
+                raise UserError(f"[measure] t_edge must be less than {key} / 10 "
+                                f"({opts[key] / 10:g} s), got {opts['t_edge']:g}")
         return opts
 
     # -- benches ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ Bench, per Monte-Carlo sample (each a separate deck, same seed, so the same devi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,30 +44,49 @@ from charact.bench import (
     tran,
 )
 from charact.blocks.base import Block, JobContext, JobFailed
+from charact.blocks.options import opt
 from charact.errors import UserError
 
 
+@dataclass(frozen=True)
+class SenseAmpOptions:
+    """``[measure]`` options of ``sense_amp`` (times in s, voltages in V)."""
+
+    t_clk: float = opt(4e-9, "clock period (the paper's ADC clock)", positive=True)
+    t_edge: float = opt(50e-12, "clock and input edge", positive=True,
+                        rule="less than t_clk / 10")
+    offset_range: float = opt(0.08, "the coarse offset search spans +-offset_range",
+                              positive=True)
+    coarse_step: float = opt(4e-3, "step of the coarse offset staircase", positive=True,
+                             rule="at most offset_range")
+    fine_steps: int = opt(16, "fine steps per coarse step (resolution coarse_step / "
+                          "fine_steps)", min=1, max=1000)
+    # the first value also serves as the warm-up cycle excluded from the energy
+    delta_v: list[float] = opt(
+        [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        "overdrives of the delay/energy bench, on top of the offset (one delay_dv<mV> "
+        "column each; the first also warms up)", positive=True, min_len=1)
+    delay_ref: float = opt(1e-2, "the delta_v reported as delay (and used by the "
+                           "kickback bench)", positive=True, rule="one of delta_v")
+    c_bl: float = opt(100e-15, "bitline capacitance (F) on each input of the kickback "
+                      "bench", positive=True)
+    tstep: float = opt(10e-12, "transient step (the largest step is 4 x tstep)",
+                       positive=True, rule="less than t_clk / 10")
+    # Sub-millivolt decisions need tighter tolerances than ngspice's defaults
+    # (reltol 1e-3 is 0.4 mV at a 0.4 V common mode).
+    spice_options: list[str] = opt(["reltol=1e-5", "vntol=1e-8"],
+                                   "extra .option words of every deck")
+
+
 class SenseAmp(Block):
+    """StrongARM sense amplifier: offset, decision delay, energy, kickback."""
+
     name = "sense_amp"
     version = "1"
     template_files = ("sense_amp.sp",)
     subckt = "strongarm_sa"
     conditions = {"vcm": 0.4}
-    options: dict[str, Any] = {
-        "t_clk": 4e-9,  # the paper's ADC clock period
-        "t_edge": 50e-12,
-        "offset_range": 0.08,
-        "coarse_step": 4e-3,
-        "fine_steps": 16,
-        # the first value also serves as the warm-up cycle excluded from the energy
-        "delta_v": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-        "delay_ref": 1e-2,  # the delta_v reported as ``delay``
-        "c_bl": 100e-15,  # bitline capacitance on each input for the kickback bench
-        "tstep": 10e-12,
-        # Sub-millivolt decisions need tighter tolerances than ngspice's defaults
-        # (reltol 1e-3 is 0.4 mV at a 0.4 V common mode).
-        "spice_options": ["reltol=1e-5", "vntol=1e-8"],
-    }
+    Options = SenseAmpOptions
     columns = ("offset", "delay", "t0", "tau", "energy", "kickback")
     units = {"offset": "V", "delay": "s", "t0": "s", "tau": "s", "energy": "J",
              "kickback": "V", "vcm": "V"}
@@ -75,15 +95,15 @@ class SenseAmp(Block):
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         opts = super().check_options(options)
-        dv = opts["delta_v"]
-        if not isinstance(dv, list) or not dv or not all(
-                isinstance(x, (int, float)) and x > 0 for x in dv):
-            raise UserError("[measure] delta_v must be a non-empty list of positive volts")
-        for key in ("t_clk", "t_edge", "offset_range", "coarse_step", "c_bl", "tstep"):
-            if not isinstance(opts[key], (int, float)) or opts[key] <= 0:
-                raise UserError(f"[measure] {key} must be a positive number")
-        if opts["delay_ref"] not in dv:
+        if opts["delay_ref"] not in opts["delta_v"]:
             raise UserError("[measure] delay_ref must be one of delta_v")
+        # the clock's flat top and the decision read need room inside each cycle
+        for key in ("t_edge", "tstep"):
+            if not opts[key] < opts["t_clk"] / 10:
+                raise UserError(f"[measure] {key} must be less than t_clk / 10 "
+                                f"({opts['t_clk'] / 10:g} s), got {opts[key]:g}")
+        if opts["coarse_step"] > opts["offset_range"]:
+            raise UserError("[measure] coarse_step must be at most offset_range")
         return opts
 
     def delay_columns(self, options: dict[str, Any]) -> list[str]:

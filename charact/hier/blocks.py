@@ -26,6 +26,7 @@ widths applied to the composed column would shift every code by about half an LS
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -38,17 +39,25 @@ import numpy as np
 
 from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import (
-    DESIGN_OPTIONS,
     ArrayBlock,
     Conversion,
     Design,
+    DesignOptions,
     ImaColumn,
+    ImaColumnOptions,
     check_design,
     job_patterns,
     make_design,
 )
+from charact.blocks.options import opt
 from charact.errors import UserError
-from charact.hier.cells import CELL_OPTIONS, PointModel, characterize_point, check_cell_options
+from charact.hier.cells import (
+    CELL_OPTIONS,
+    CellOptions,
+    PointModel,
+    characterize_point,
+    check_cell_options,
+)
 from charact.tables import read_table, table_path
 
 CACHE_DIR = "hier_cells"
@@ -142,12 +151,34 @@ def model_calibration(model: PointModel, design: Design):
     return calibrate_model(model, design)
 
 
+# Base order: the design's options first in the reference table, then the cell ones.
+@dataclasses.dataclass(frozen=True)
+class CellMCOptions(CellOptions, DesignOptions):
+    """``[measure]`` options of ``ima_cell_mc``: the array design and the cell benches."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ComposedOptions(CellOptions, ImaColumnOptions):
+    """``[measure]`` options of ``ima_column_composed``: those of ``ima_column``, the cell
+    benches', and how the composed column gets its models."""
+
+    calibration: str = opt("model", "model (the calibration run on the nominal composed "
+                           "column), inline (the SPICE calibration benches) or a "
+                           "calibration sweep's folder or table", min_len=1,
+                           rule="a path must hold a calibration table")
+    cell_models: str = opt("inline", "inline (characterized by the first job of a point and "
+                           "cached) or an ima_cell_mc sweep folder or JSON file", min_len=1,
+                           rule="a path must hold cell models")
+    mismatch_scale: float = opt(1.0, "multiplies every device spread (0 = nominal circuit)",
+                                min=0, max=10)
+
+
 class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
     version = "1"
-    options: dict[str, Any] = {**DESIGN_OPTIONS, **CELL_OPTIONS}
+    Options = CellMCOptions
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
         "sigma_ln_rep", "sigma_ln_cal", "sigma_vt_mac", "sigma_vt_rep", "sigma_vt_cal",
@@ -186,13 +217,7 @@ class ImaColumnComposed(ArrayBlock):
 
     name = "ima_column_composed"
     version = "1"
-    options: dict[str, Any] = {
-        **ImaColumn.options,
-        **CELL_OPTIONS,
-        "calibration": "model",
-        "cell_models": "inline",
-        "mismatch_scale": 1.0,  # multiplies every device spread (0 = nominal circuit)
-    }
+    Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units
 
@@ -205,15 +230,14 @@ class ImaColumnComposed(ArrayBlock):
         opts.update({k: v for k, v in checked.items() if k != "calibration"})
         check_cell_options(opts)
         if opts["wiring"] != "q":
-            raise UserError("[measure] the composed column models wiring = 'q' only")
-        ms = opts["mismatch_scale"]
-        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms <= 10:
-            raise UserError("[measure] mismatch_scale must be a number in 0..10")
+            raise UserError("[measure] wiring must be q for the composed column (it "
+                            "models wiring = q only)")
         cm = opts["cell_models"]
-        if not isinstance(cm, str) or not cm:
-            raise UserError("[measure] cell_models must be 'inline' or a path")
         if cm != "inline":
-            models_from(cm)  # readable now, not in every job
+            try:
+                models_from(cm)  # readable now, not in every job
+            except UserError as exc:  # name the option the path came from
+                raise UserError(f"[measure] cell_models: {exc}") from None
             src = Path(cm) / "table.parquet" if Path(cm).is_dir() else Path(cm)
             # the models' content is part of every job key: new models, new jobs
             opts["cell_models_sha256"] = hashlib.sha256(src.read_bytes()).hexdigest()[:16]

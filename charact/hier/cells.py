@@ -40,6 +40,7 @@ from charact.bench import Delay, FindAt, Integ, When, clock, dc, num, pwl, read_
 from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.column import Design
 from charact.blocks.column_netlist import N_CAL, N_RAMP
+from charact.blocks.options import opt, option_defaults
 from charact.errors import UserError
 from charact.tables import read_table
 
@@ -54,39 +55,37 @@ MAC_CAP_STACKS = 16  # MAC stacks on the node that measures their drain capacita
 SA_T_RISE = 0.2e-9  # SA offset bench: clock rise (the latch starts reset)
 SA_EVAL = 1.2e-9  # and how long it evaluates before the decision is read
 
-# Options of the cell-level characterization (shared by ima_cell_mc and the composed block).
-CELL_OPTIONS: dict[str, Any] = {
-    "cell_samples": 200,  # Monte-Carlo instances per read-stack width
-    "cell_seed": 1,  # ngspice seed of the cell and SA Monte-Carlo decks
-    "sa_samples": 128,  # Monte-Carlo SA instances (one deck per bisection step)
-    "sa_range": 0.1,  # V: the offsets are searched in +-sa_range
-    "sa_resolution": 0.5e-3,  # V: bisection stops below this (the spread is ~15 mV)
-    "sa_vcm": 0.0,  # V: common mode of the SA benches; 0 = the column's median at crossing
-    "sa_vcm_span": 0.05,  # V: also at sa_vcm -+ this (0 = one common mode only)
-    "sa_offset": "mc",  # "mc" (the bench above) or a sense_amp sweep folder
-}
+
+@dataclasses.dataclass(frozen=True)
+class CellOptions:
+    """``[measure]`` options of the cell-level characterization (shared by
+    ``ima_cell_mc`` and ``ima_column_composed``; voltages in V)."""
+
+    cell_samples: int = opt(200, "Monte-Carlo instances per read-stack width", min=2,
+                            max=2000)
+    cell_seed: int = opt(1, "seed of the cell and SA Monte-Carlo decks")
+    sa_samples: int = opt(128, "Monte-Carlo SA instances (one deck per bisection step)",
+                          min=2, max=2000)
+    sa_range: float = opt(0.1, "the SA offsets are searched in +-sa_range", positive=True)
+    sa_resolution: float = opt(0.5e-3, "the offset bisection stops below this (the spread "
+                               "is ~15 mV)", positive=True, rule="less than sa_range")
+    sa_vcm: float = opt(0.0, "common mode of the SA benches; 0 = the column's median at "
+                        "crossing", min=0, max=1.5)
+    sa_vcm_span: float = opt(0.05, "the SA benches also run at sa_vcm -+ this (0 = one "
+                             "common mode only)", min=0, max=0.3)
+    sa_offset: str = opt("mc", "mc (the SA Monte-Carlo bench) or a sense_amp sweep folder",
+                         min_len=1, rule="a path must hold a sense_amp sweep table")
+
+
+#: The defaults of :class:`CellOptions`.
+CELL_OPTIONS: dict[str, Any] = option_defaults(CellOptions)
 
 
 def check_cell_options(opts: dict[str, Any]) -> None:
-    for key in ("cell_samples", "sa_samples"):
-        v = opts[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 2000:
-            raise UserError(f"[measure] {key} must be an integer in 2..2000, got {v!r}")
-    if isinstance(opts["cell_seed"], bool) or not isinstance(opts["cell_seed"], int):
-        raise UserError("[measure] cell_seed must be an integer")
-    span = opts["sa_vcm_span"]
-    if isinstance(span, bool) or not isinstance(span, (int, float)) or not 0 <= span <= 0.3:
-        raise UserError("[measure] sa_vcm_span must be in 0..0.3 V")
-    for key in ("sa_range", "sa_resolution"):
-        v = opts[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise UserError(f"[measure] {key} must be a positive number of volts")
-    v = opts["sa_vcm"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1.5:
-        raise UserError("[measure] sa_vcm must be in 0..1.5 V (0 = automatic)")
+    """The cell options' cross-field rules (each value is checked by :class:`CellOptions`)."""
+    if not opts["sa_resolution"] < opts["sa_range"]:
+        raise UserError("[measure] sa_resolution must be less than sa_range")
     src = opts["sa_offset"]
-    if not isinstance(src, str) or not src:
-        raise UserError("[measure] sa_offset must be 'mc' or a sense_amp sweep folder")
     if src != "mc" and not (Path(src) / "table.parquet").is_file() and not (
             Path(src).suffix == ".parquet" and Path(src).is_file()):
         raise UserError(f"[measure] sa_offset: no sense_amp sweep table at {src}")
@@ -624,7 +623,7 @@ def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) ->
     return model
 
 
-__all__ = ["CELL_OPTIONS", "PointModel", "SAModel", "STACKS", "StackModel",
+__all__ = ["CELL_OPTIONS", "CellOptions", "PointModel", "SAModel", "STACKS", "StackModel",
            "characterize_point", "check_cell_options", "line_capacitances", "mc_stacks",
            "nominal_stacks", "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets",
            "stack_models", "stack_sizes"]
