@@ -138,8 +138,18 @@ class PySpiceShared:
             take()
             # Foreground run: PySpice's background-thread callback is broken with
             # ngspice 39, so this backend has no per-run timeout (the batch one does).
-            ng.run(background=False)
-            take()
+            try:
+                ng.run(background=False)
+            except Exception as exc:
+                # PySpice counts every stderr line that is not a "Warning:" as an error,
+                # ngspice's "Note: Starting dynamic gmin stepping" included: judge a failed
+                # run by what ngspice said, as the batch backend does.
+                take()
+                if type(exc).__name__ != "NgSpiceCommandError" \
+                        or failure_reason("\n".join(parts)):
+                    raise
+            else:
+                take()
             if raw:
                 ng.exec_command(f"write {raw_path}")
             log = "\n".join(parts)

@@ -20,14 +20,38 @@ def test_batch_and_pyspice_agree_on_a_sense_amp_sample(tmp_path):
     rows = []
     for sim in (NgspiceBatch(), PySpiceShared(), PySpiceShared()):
         ctx = JobContext(tech=tech, point=Point("NOM", 1.0, 27.0, 11),
-                         params=block.check_params({}), conditions={"vcm": 0.4},
+                         params=block.check_params({}, tech), conditions={"vcm": 0.4},
                          options=block.check_options({"delta_v": [1e-3, 1e-2, 1e-1],
                                                       "delay_ref": 1e-2}),
-                         workdir=tmp_path / sim.name, sim=sim, templates=block.load_templates())
+                         workdir=tmp_path / sim.name, sim=sim,
+                         templates=block.load_templates(tech))
         rows.append(block.simulate(ctx))
     for row in rows[1:]:  # the second shared run checks that the first left nothing behind
         for key in ("offset", "delay", "energy"):
             assert row[key] == pytest.approx(rows[0][key], rel=1e-6, abs=1e-15)
+
+
+@pytest.mark.spice
+def test_pyspice_takes_a_deck_that_needs_gmin_stepping(tmp_path):
+    """Die 22 of stream 4 needs ngspice's dynamic gmin stepping in its coarse offset deck;
+    ngspice's note about it goes to stderr, which PySpice alone would call a failure."""
+    pytest.importorskip("PySpice")
+    from charact.pyspice_backend import PySpiceShared
+
+    block = get_block("sense_amp")
+    tech = load_technology("freepdk45")
+    opts = block.check_options({"delta_v": [1e-3, 1e-2], "delay_ref": 1e-2})
+    coarse = {}
+    for sim in (NgspiceBatch(), PySpiceShared()):
+        ctx = JobContext(tech=tech, point=Point("NOM", 1.0, 27.0, 4, 22),
+                         params=block.check_params({}, tech), conditions={"vcm": 0.4},
+                         options=opts, workdir=tmp_path / sim.name, sim=sim,
+                         templates=block.load_templates(tech))
+        rng, step = opts["offset_range"], opts["coarse_step"]
+        dvs = [-rng + i * step for i in range(int(round(2 * rng / step)) + 1)]
+        coarse[sim.name] = block._staircase_decisions(ctx, "offset_coarse", dvs)
+        assert "gmin" in (tmp_path / sim.name / "offset_coarse.log").read_text().lower()
+    assert (coarse["ngspice-batch"] == coarse[PySpiceShared.name]).all()
 
 
 @pytest.mark.spice
