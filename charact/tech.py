@@ -311,7 +311,10 @@ def load_technology(name_or_path: str | Path) -> Technology:
     num = (int, float)
     name = _take(data, "name", str, where)
     description = _take(data, "description", str, where, "")
-    model_lib = _resolve_model_path(_take(data, "model_lib", str, where), path.parent)
+    try:
+        model_lib = _resolve_model_path(_take(data, "model_lib", str, where), path.parent)
+    except UserError as exc:
+        raise UserError(f"{where}: field 'model_lib': {exc}") from None
     vdd_nominal = _positive(float(_take(data, "vdd_nominal", num, where)), where,
                             "vdd_nominal")
     temp_nominal = float(_take(data, "temp_nominal", num, where, 27.0))
