@@ -246,3 +246,23 @@ def test_subcircuit_technology_offset_matches_plain_devices_die_for_die(tmp_path
     assert plain.std() > 2e-3  # a real spread (the nominal offset is below 0.25 mV)
     # paired: within two fine steps of the offset search (0.25 mV each)
     assert np.abs(plain - wrapped).max() <= 0.5e-3 + 1e-9, (plain, wrapped)
+
+
+def test_render_exports_a_die(tmp_path: Path, charact_cmd):
+    import csv
+
+    spec = _sa_spec(tmp_path, "freepdk45")
+    out = tmp_path / "deck"
+    proc = subprocess.run([*charact_cmd, "render", str(spec), "-o", str(out), "--die", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "offset_coarse.mismatch.csv").read_text().splitlines()))
+    assert len(rows) == 25
+    for r in rows:
+        z = normals(1, 3, r["path"])
+        assert (float(r["z_vt"]), float(r["z_beta"])) == pytest.approx(z, rel=1e-12)
+        area = float(r["w"]) * float(r["l"])
+        assert float(r["dvt"]) == pytest.approx(z[0] * 2.5e-9 / np.sqrt(area), rel=1e-9)
+    bad = subprocess.run([*charact_cmd, "render", str(spec), "-o", str(out), "--die", "-1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--die must be >= 0" in bad.stderr
