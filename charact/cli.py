@@ -11,8 +11,12 @@ not runnable, results folder not writable) in one line and exit status 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+from collections.abc import Iterator
+from types import FrameType
 
 from charact import __version__
 from charact.errors import EnvironmentFailure, UserError
@@ -20,7 +24,30 @@ from charact.errors import EnvironmentFailure, UserError
 #: Exit statuses besides 0 (a command's own, such as ``sweep``'s 1, are in its help).
 EXIT_USER_ERROR = 2
 EXIT_ENVIRONMENT = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), as a shell reports a process it killed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as for Ctrl-C: locks are
+    released, workers stopped, finished work kept."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding program): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 # Modules that add subcommands, in the order they appear in ``charact --help``.
 COMMAND_MODULES: list[str] = [
@@ -55,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except UserError as exc:
         print(f"charact: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -66,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
+    except Terminated:
+        print("charact: terminated; finished jobs are kept, rerun to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("charact: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -140,10 +140,12 @@ def write_error_tables(sweep: str | Path, out_dir: str | Path | None = None,
                        command: str = "") -> list[Path]:
     """``errortable.csv``/``.parquet``, ``transfer.csv`` and ``errortable.png`` of a
     column sweep, with provenance (the sweep's manifest stamp and this command)."""
+    from charact.outputs import check_output_dir
     from charact.provenance import stamp, write_table
 
     table, sweep_prov, folder = load_sweep_table(sweep)
     out = Path(out_dir) if out_dir else folder
+    check_output_dir(out, "output folder")  # before the tables are computed
     errors = error_table(table, by)
     transfer = transfer_table(table)
     prov = stamp(kind="column_error_table", by=by, source=str(folder),

@@ -54,11 +54,14 @@ from charact.deck import Deck
 from charact.errors import SimulatorMissing
 from charact.mismatch import split_scores
 from charact.runner import (
+    CHILD_PREEXEC,
     RunResult,
     failure_reason,
     ngspice_path,
     ngspice_version,
     parse_measures,
+    track_child,
+    untrack_child,
 )
 
 _SEED = re.compile(r"\s+seed\s*=\s*(\d+)", re.IGNORECASE)
@@ -121,11 +124,12 @@ class NgspiceSession:
             self.proc = subprocess.Popen(
                 [exe, "-p"], cwd=self.dir, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                errors="replace", bufsize=1)
+                errors="replace", bufsize=1, preexec_fn=CHILD_PREEXEC)
         except OSError as exc:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise SimulatorMissing(f"cannot run {exe}: {exc.strerror or exc}; "
                                    "reinstall ngspice") from None
+        track_child(self.proc)
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         self.key: str | None = None  # the loaded circuit
@@ -186,6 +190,7 @@ class NgspiceSession:
             self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=10)
+        untrack_child(self.proc)
 
     def close(self) -> None:
         if self.alive():

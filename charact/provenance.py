@@ -57,14 +57,17 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path in the same folder, renamed onto ``path`` only on success.
+    """A temporary path in the same folder (``.<name>.<pid>.<random>.tmp``), renamed
+    onto ``path`` only on success.
 
     The file ends with the permissions a plain ``open`` would give it (mkstemp makes
     it private).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name: a temporary file of a dead process is known stale.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

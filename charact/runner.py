@@ -14,12 +14,19 @@ them, from the binary raw file (:func:`read_raw`).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import math
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +85,56 @@ def ngspice_path() -> str:
             "conda-forge ngspice'"
         )
     return exe
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Loaded here, not in the forked child: preexec_fn must not import or allocate much.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel kills this ngspice when the thread that started it dies
+    (Linux), so a killed worker leaves no simulator behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: preexec_fn for every ngspice this process starts (None where prctl is unknown; there
+#: the worker's watchdog, ``kill_children``, is what ends them).
+CHILD_PREEXEC: Callable[[], None] | None = _die_with_parent if _PRCTL is not None else None
+
+# The ngspice processes running now, for kill_children.
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def track_child(proc: subprocess.Popen) -> None:
+    with _CHILDREN_LOCK:
+        _CHILDREN.add(proc)
+
+
+def untrack_child(proc: subprocess.Popen) -> None:
+    with _CHILDREN_LOCK:
+        _CHILDREN.discard(proc)
+
+
+def kill_children() -> None:
+    """Kill every ngspice this process started and has not reaped (batch and kept
+    sessions): called when the sweep that owns this worker is gone."""
+    with _CHILDREN_LOCK:
+        procs = list(_CHILDREN)
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 def _cannot_run(exe: str, exc: OSError) -> SimulatorMissing:
@@ -201,17 +258,23 @@ class NgspiceBatch:
         log_path = workdir / f"{deck.name}.log"
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
-                                  timeout=timeout, errors="replace")
-        except subprocess.TimeoutExpired as exc:
-            # The partial output comes back as bytes even in text mode.
-            out = exc.stdout or b""
-            log = out.decode(errors="replace") if isinstance(out, bytes) else out
+            child = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, errors="replace",
+                                     preexec_fn=CHILD_PREEXEC)
+        except OSError as exc:
+            raise _cannot_run(exe, exc) from None
+        track_child(child)
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            log, _ = child.communicate()
             log_path.write_text(log)
             return RunResult(False, reason=f"timeout after {timeout:g} s",
                              elapsed=time.perf_counter() - t0, log=log)
-        except OSError as exc:
-            raise _cannot_run(exe, exc) from None
+        finally:
+            untrack_child(child)
+        proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
         elapsed = time.perf_counter() - t0
         if "error while loading shared libraries" in proc.stderr:
             raise SimulatorMissing(f"{exe} does not run: {proc.stderr.strip()[:200]}")

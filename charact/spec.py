@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,35 @@ class SweepSpec:
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.raw, default=str))
 
+    def job_spec(self) -> JobSpec:
+        """What a worker needs to run any job of this spec, without the job list: a
+        parallel task carries this, so its size does not grow with the sweep."""
+        return JobSpec(name=self.name, block=self.block, tech=self.tech, params=self.params,
+                       options=self.options, timeout=self.timeout)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a results folder this sweep's (``identity.json``): its name, block,
+        technology (fingerprint of its files), template parameters and measurement
+        options. Corners, supplies, temperatures, block axes, samples and seed are left
+        out: a spec that differs only in those (command-line overrides, a sub-spec)
+        shares the folder and reuses its jobs."""
+        return json.loads(json.dumps({
+            "sweep": self.name, "block": self.block.name, "technology": self.tech.name,
+            "technology_fingerprint": self.tech.fingerprint(), "params": self.params,
+            "options": self.options}, default=str, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The part of a :class:`SweepSpec` that :func:`charact.sweep.run_job` reads."""
+
+    name: str
+    block: Block
+    tech: Technology
+    params: dict[str, float]
+    options: dict[str, Any]
+    timeout: float = 600.0
+
 
 def _axis(name: str, value: Any, where: str) -> list:
     if isinstance(value, dict):
@@ -130,8 +160,14 @@ def job_key(spec_identity: dict[str, Any]) -> str:
 
 
 def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = None,
-               simulator_version: str = "") -> SweepSpec:
-    """Check a spec dictionary and expand it into jobs. Raises UserError on any problem."""
+               simulator_version: str = "",
+               on_size: Callable[[int], None] | None = None) -> SweepSpec:
+    """Check a spec dictionary and expand it into jobs. Raises UserError on any problem.
+
+    ``on_size``, if given, is called with the number of jobs once every field is checked
+    and before the jobs are expanded (expanding 10^6 jobs takes most of a minute), so a
+    caller can say how large the sweep is.
+    """
     unknown = sorted(set(data) - _TOP)
     if unknown:
         raise UserError(f"{where}: unknown section(s) or field(s) {', '.join(unknown)}")
@@ -141,8 +177,10 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
         if not isinstance(data.get(key), str) or not data[key]:
             raise UserError(f"{where}: missing or empty field {key!r}")
     name = data["name"]
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise UserError(f"{where}: name {name!r} may hold only letters, digits, - _ .")
+    # the name is a folder name (results/<name>): ".", ".." or a hidden name would not be
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise UserError(f"{where}: name {name!r} may hold only letters, digits, - _ . "
+                        "and may not start with '.'")
     block = get_block(data["block"])
     tech_ref = data["technology"]
     if path is not None and tech_ref.endswith(".toml") and not Path(tech_ref).is_absolute():
@@ -198,6 +236,8 @@ def parse_spec(data: dict[str, Any], where: str = "spec", path: Path | None = No
     if n_jobs > MAX_JOBS:
         raise UserError(f"{where}: the sweep has {n_jobs} jobs, more than {MAX_JOBS}; "
                         "split it into several specs")
+    if on_size is not None:
+        on_size(n_jobs)
     index = 0
     for combo in itertools.product(*(axes[n] for n in names)):
         values = dict(zip(names, combo, strict=True))

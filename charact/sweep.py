@@ -5,11 +5,15 @@ Layout of ``results/<name>/``::
     jobs/<key>.json      one finished job (its row and timing), written atomically by
                          the worker that ran it: a killed sweep loses only running jobs
     work/<key>.<pid>/    the decks and logs of a job (removed on success unless kept);
-                         a failed row's reason ends with the log that shows why
+                         a failed row's reason ends with the log that shows why; those
+                         of a dead process that no record names are removed by the
+                         next sweep, as are temporary files of dead writers
     table.parquet        one row per sample, in job order, with provenance metadata
     table.csv            on request (+ table.provenance.json)
     manifest.json        spec, technology, code revision, simulator, seeds and timings
-    .lock                held while a sweep writes the folder
+    identity.json        the sweep the folder belongs to (``SweepSpec.identity``): a
+                         spec with another identity is refused unless forced
+    .lock                held (and present) while a sweep writes the folder
 
 Job keys hash the block and its version, the template texts, the technology files,
 the parameters, options, operating point, seed and simulator version: rerunning the same
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -38,9 +43,9 @@ import pandas as pd
 
 from charact.blocks import JobContext, JobFailed
 from charact.errors import EnvironmentFailure, UserError
-from charact.provenance import stamp, write_json, write_table
-from charact.runner import NgspiceBatch, Simulator
-from charact.spec import Job, SweepSpec
+from charact.provenance import stamp, write_bytes, write_json, write_table
+from charact.runner import NgspiceBatch, Simulator, kill_children
+from charact.spec import Job, JobSpec, SweepSpec
 
 
 @dataclass
@@ -174,12 +179,14 @@ def work_dir(out_dir: Path, key: str) -> Path:
     return out_dir / "work" / f"{key}.{os.getpid()}"
 
 
-def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
+def run_job(spec: SweepSpec | JobSpec, job: Job, out_dir: Path, backend: str = "batch",
             keep_work: bool = False) -> dict[str, Any]:
     """Run one job and write ``jobs/<key>.json``; return the record. Never raises for a
     simulation failure: the record says ``status = "failed"``, why, and which log shows
     it. Raises :class:`EnvironmentFailure` (and writes no record) when the machine cannot
-    run the job: simulator missing, work or results folder not writable."""
+    run the job: simulator missing, work or results folder not writable.
+
+    ``spec`` is the sweep's :meth:`SweepSpec.job_spec` (or the spec itself)."""
     workdir = work_dir(out_dir, job.key)
     sim = _Deadline(make_simulator(backend), spec.timeout)
     ctx = JobContext(tech=spec.tech, point=job.point, params=spec.params,
@@ -234,6 +241,13 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
         rows.append(row)
     record = {"row": rows[0], "rows": rows, "timing": {"wall": wall, "simulator": ctx.elapsed},
               "decks": ctx.decks}
+    # The folder this record owns ('' none): a later sweep's clean-up leaves it alone.
+    kept = (status != "ok" or keep_work) and workdir.is_dir()
+    record["work"] = workdir.relative_to(out_dir).as_posix() if kept else ""
+    if ORPHANED.is_set():
+        # The owner died and the watchdog is killing this job's ngspice: whatever failed
+        # now is that kill, not the job. Leave it unfinished for the rerun.
+        os._exit(1)
     path = out_dir / "jobs" / f"{job.key}.json"
     if status != "ok":
         previous = _load_record(path)
@@ -248,30 +262,186 @@ def run_job(spec: SweepSpec, job: Job, out_dir: Path, backend: str = "batch",
     return record
 
 
-def _load_record(path: Path) -> dict[str, Any] | None:
+def _load_record(path: Path, key: str | None = None) -> dict[str, Any] | None:
+    """The record in ``path`` if it is a whole one (of job ``key``), else None: an
+    unreadable, torn or malformed record (another tool, a disk error) counts as not
+    finished and the job runs again."""
     try:
         record = json.loads(path.read_text())
-        return record if isinstance(record.get("row"), dict) else None
     except (OSError, ValueError):
-        return None  # unreadable: treated as not finished, the job runs again
+        return None
+    return record if _valid_record(record, key) else None
+
+
+def _valid_record(record: Any, key: str | None) -> bool:
+    """Everything the table and the manifest read from a record is there, typed."""
+    if not isinstance(record, dict):
+        return False
+    row, rows, timing = record.get("row"), record.get("rows"), record.get("timing")
+    if not isinstance(row, dict) or not isinstance(row.get("key"), str) \
+            or not isinstance(row.get("status"), str) or (key and row["key"] != key):
+        return False
+    if "rows" in record and (not isinstance(rows, list) or not rows
+                             or not all(isinstance(r, dict) for r in rows)):
+        return False
+    number = (int, float)
+    return isinstance(timing, dict) and isinstance(timing.get("simulator"), number) \
+        and not isinstance(timing.get("simulator"), bool)
 
 
 @contextlib.contextmanager
 def _lock(out_dir: Path) -> Iterator[None]:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(out_dir / ".lock", "w")  # noqa: SIM115 - held for the whole sweep
-    except OSError as exc:
-        raise results_error(out_dir, exc) from None
-    try:
+    """Hold ``.lock`` for the sweep and remove it on the way out, whatever ends the
+    sweep. Removal is safe because a lock counts only while ``.lock`` still names the
+    locked file: one that lost a race with a removal takes the new file instead."""
+    path = out_dir / ".lock"
+    while True:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a")  # noqa: SIM115 - held for the whole sweep
+        except OSError as exc:
+            raise results_error(out_dir, exc) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.close()
             raise UserError(f"another sweep is writing {out_dir}; wait for it or use -o") \
                 from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # removed by the sweep that held it just now: lock the new one
+    try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
         fh.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc: the signal test above is all there is
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+_WORK = re.compile(r"^([0-9a-f]+)\.(\d+)$")
+#: A temporary file without a writer's pid (older versions) is stale after this long.
+STALE_TMP_SECONDS = 600.0
+
+
+def clean_leftovers(out_dir: Path) -> int:
+    """Remove what killed sweeps left in ``out_dir``: ``work/<key>.<pid>/`` folders of
+    dead processes that no job record names, and temporary files of dead writers.
+    Called with the folder's lock held; returns how many entries went."""
+    removed = 0
+    for folder in (out_dir, out_dir / "jobs", out_dir / "work"):
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.tmp"):
+            m = _TMP.match(path.name)
+            try:
+                stale = not pid_alive(int(m.group(1))) if m else \
+                    time.time() - path.stat().st_mtime > STALE_TMP_SECONDS
+                if stale:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+    work = out_dir / "work"
+    if not work.is_dir():
+        return removed
+    for path in work.iterdir():
+        m = _WORK.match(path.name)
+        if not m or not path.is_dir() or pid_alive(int(m.group(2))):
+            continue
+        rec = _load_record(out_dir / "jobs" / f"{m.group(1)}.json")
+        if rec is not None and _names_work(rec, path.name):
+            continue  # a failed job's decks and logs, or kept on request
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _names_work(record: dict[str, Any], name: str) -> bool:
+    """Whether a record owns ``work/<name>``: it says so, or (older records) a failed
+    row's reason points into it, or it kept its work without saying where."""
+    if "work" in record:
+        return record["work"] == f"work/{name}"
+    if record["row"].get("status") == "ok":
+        return True  # --keep-work of an older version: keep rather than guess
+    return any(f"work/{name}" in str(r.get("reason", ""))
+               for r in record.get("rows", [record["row"]]))
+
+
+def check_identity(spec: SweepSpec, out_dir: Path, force: bool = False) -> None:
+    """Refuse to run ``spec`` into a folder that holds another sweep (see
+    :meth:`SweepSpec.identity`; folders of older versions are judged by their manifest's
+    name, block and technology fingerprint)."""
+    if force:
+        return
+    mine = spec.identity()
+    theirs: dict[str, Any] | None = None
+    with contextlib.suppress(OSError, ValueError):
+        theirs = json.loads((out_dir / "identity.json").read_text())
+    if not isinstance(theirs, dict):
+        theirs = None
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            m = json.loads((out_dir / "manifest.json").read_text())
+            theirs = {"sweep": m["sweep"], "block": m["block"]["name"],
+                      "technology": m["technology"]["name"],
+                      "technology_fingerprint": m["technology"]["fingerprint"]}
+    if theirs is None:
+        return
+    differs = [k for k in ("sweep", "block", "technology_fingerprint", "params", "options")
+               if k in theirs and theirs[k] != mine[k]]
+    if differs:
+        what = {"sweep": "name", "technology_fingerprint": "technology files"}
+        raise UserError(
+            f"{out_dir} holds sweep {theirs.get('sweep')} (block {theirs.get('block')}, "
+            f"technology {theirs.get('technology')}; this spec differs in "
+            f"{', '.join(what.get(k, k) for k in differs)}); use -o for another folder or "
+            "--force to add to it")
+
+
+#: Set in a worker whose sweep has died: the job in flight must not be recorded.
+ORPHANED = threading.Event()
+_WATCHED: set[int] = set()
+WATCH_INTERVAL = 0.5  # seconds between two looks at the owner
+
+
+def _watch_owner(owner: int) -> None:
+    """In a worker: once the sweep process ``owner`` is gone (killed, even with -9, and
+    even before it is reaped), kill this worker's ngspice processes and exit, instead of
+    finishing the job and idling until the pool times out."""
+    if owner in _WATCHED:
+        return
+    _WATCHED.add(owner)
+    parent = os.getppid()
+
+    def watch() -> None:
+        # A worker whose parent is the owner is re-parented the moment the owner dies.
+        while (parent != owner or os.getppid() == owner) and pid_alive(owner):
+            time.sleep(WATCH_INTERVAL)
+        ORPHANED.set()
+        kill_children()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="charact-owner-watchdog", daemon=True).start()
 
 
 class Progress:
@@ -304,7 +474,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
               retry_failed: bool = False, keep_work: bool = False, csv: bool = False,
               progress: bool = True,
               executor: Callable[..., Any] | None = None,
-              check_tech: bool = True) -> SweepResult:
+              check_tech: bool = True, force: bool = False) -> SweepResult:
     """Run every unfinished job of ``spec`` and write the table and manifest.
 
     First, with ``check_tech``, the technology is probed in ngspice at the spec's corners
@@ -318,6 +488,8 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
     Raises :class:`EnvironmentFailure` when the backend cannot start (checked before
     any job) or a job meets a machine problem, and :class:`ResultsUnwritable` (one) when
     the folder cannot be written; jobs finished until then stay in ``jobs/``.
+    Raises :class:`UserError` when ``out_dir`` holds another sweep (:func:`check_identity`)
+    unless ``force``; the folder then belongs to ``spec``.
     """
     out_dir = Path(out_dir)
     if backend not in BACKENDS:
@@ -328,10 +500,17 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
 
         check_technology(spec.tech, list(spec.axes["corner"]), mc=spec.samples > 0)
     with _lock(out_dir):
+        check_identity(spec, out_dir, force)
+        clean_leftovers(out_dir)
+        try:
+            write_bytes(out_dir / "identity.json",
+                        (json.dumps(spec.identity(), indent=2) + "\n").encode())
+        except OSError as exc:
+            raise results_error(out_dir, exc) from None
         jobs_dir = out_dir / "jobs"
         done: dict[str, dict[str, Any]] = {}
         for job in spec.jobs:
-            rec = _load_record(jobs_dir / f"{job.key}.json")
+            rec = _load_record(jobs_dir / f"{job.key}.json", job.key)
             if rec is not None and not (retry_failed and rec["row"]["status"] != "ok"):
                 done[job.key] = rec
         todo = [j for j in spec.jobs if j.key not in done]
@@ -345,7 +524,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
 
             backend, backend_why = choose_backend(spec.tech)
         bar = Progress(len(todo)) if progress and todo else None
-        args = [(spec, job, out_dir, backend, keep_work) for job in todo]
+        args = task_args(spec, todo, out_dir, backend, keep_work)
         if executor is None:
             executor = _joblib_executor
         for rec in executor(run_job, args, n_workers):
@@ -369,6 +548,14 @@ def run_sweep(spec: SweepSpec, out_dir: Path, n_jobs: int = 0, backend: str = "b
                        failed=failed, wall=wall, backend=backend)
 
 
+def task_args(spec: SweepSpec, jobs: list[Job], out_dir: Path, backend: str,
+              keep_work: bool) -> list[tuple]:
+    """The arguments of ``run_job`` per job. Every task carries the slim job spec (one
+    object shared by all: pickled per task, its size independent of the job count)."""
+    slim = spec.job_spec()
+    return [(slim, job, out_dir, backend, keep_work) for job in jobs]
+
+
 def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
     if n_workers == 1:
         for a in args:
@@ -384,13 +571,12 @@ def _joblib_executor(fn: Callable[..., Any], args: list[tuple], n_workers: int):
 
 def _unless_orphaned(fn: Callable[..., Any], owner: int, *args: Any) -> Any:
     """Run a queued job only while the sweep that queued it is alive: workers of a killed
-    sweep must not go on with its queue beside the rerun that resumes it."""
-    try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
+    sweep must not go on with its queue beside the rerun that resumes it. A worker also
+    watches its owner while it runs (:func:`_watch_owner`)."""
+    if not pid_alive(owner):
         return None
-    except PermissionError:
-        pass
+    if owner != os.getpid():
+        _watch_owner(owner)
     return fn(*args)
 
 

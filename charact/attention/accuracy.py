@@ -366,9 +366,15 @@ def run_job(spec: SweepSpec, job: TrainJob, out: Path | None = None
 
 def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) -> Path:
     """Run every job (``spec.jobs`` processes) and write the run folder; returns it."""
+    from charact.outputs import check_name, check_output_dir
+
+    # a run name is one folder under out_root: "../x" would write outside it
+    check_name(spec.run, "run name")
+    check_output_dir(Path(spec.out_root) / spec.run, "run folder")
     tables = load_error_tables(spec.error_models)
     probe = load_dataset(spec.dataset, 1, 1, spec.data_root)  # fail early, before training
     vit = vit_config_for(probe, spec.dim, spec.depth, spec.heads)
+    check_k_range(spec, vit.n_tokens, bool(tables))
     spec = replace(spec, crossbars=tuple(
         resolve_crossbar(xb, spec.dim // spec.heads, vit.n_tokens) for xb in spec.crossbars))
     for xb in spec.crossbars:
@@ -407,6 +413,20 @@ def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) 
     prov = provenance(spec, argv, tables, time.perf_counter() - t0)
     write_outputs(out, table, stats, prov, spec)
     return out
+
+
+def check_k_range(spec: SweepSpec, n_tokens: int, with_errors: bool) -> None:
+    """Every k at most the sequence length: top-k of n keys with k > n selects nothing
+    more than ``all`` and would be reported as a different setting."""
+    given = [("--k", k) for k in spec.ks if k is not None]
+    if spec.crossbars and "tfcbp" in spec.schemes:  # plan_jobs trains at crossbar_k then
+        given.append(("--crossbar-k", spec.crossbar_k))
+    if with_errors:
+        given.append(("--error-k", spec.error_k))
+    for flag, k in given:
+        if k > n_tokens:
+            raise UserError(f"{flag} {k} is larger than the sequence length of {spec.dataset} "
+                            f"({n_tokens} tokens); use k <= {n_tokens} or 'all'")
 
 
 def _sha256(path: str) -> str:

@@ -41,7 +41,7 @@ from charact.blocks.column_netlist import (
     ColumnConfig,
     array_body,
 )
-from charact.blocks.options import opt, option_defaults
+from charact.blocks.options import SPICE_OPTIONS_RULE, check_spice_options, opt, option_defaults
 from charact.errors import UserError
 from charact.runner import read_raw
 
@@ -93,7 +93,8 @@ class DesignOptions:
                               min=1, max=10)
     # The StrongARM decides on a few mV after regeneration from a tiny imbalance: with
     # ngspice's default reltol (1e-3) truncation error flips decisions at ~10 mV.
-    spice_options: list[str] = opt(["reltol=1e-4"], "extra .option words of every deck")
+    spice_options: list[str] = opt(["reltol=1e-4"], "extra .option words of every deck",
+                                   rule=SPICE_OPTIONS_RULE, check=check_spice_options)
 
 
 #: The defaults of :class:`DesignOptions`.
@@ -526,7 +527,8 @@ class ImaCellOptions:
     t_edge: float = opt(30e-12, "word-line and precharge edges", positive=True,
                         rule="less than t_unit x min(pulse_units)")
     tmax: float = opt(100e-12, "largest transient time step", positive=True)
-    spice_options: list[str] = opt([], "extra .option words of every deck")
+    spice_options: list[str] = opt([], "extra .option words of every deck",
+                                   rule=SPICE_OPTIONS_RULE, check=check_spice_options)
 
 
 class ImaCell(Block):

@@ -69,7 +69,7 @@ import numpy as np
 from charact.bench import Delay, FindAt, Integ, MaxOf, Measure, dc, num, pwl, read_all, tran
 from charact.blocks import digital_netlist as gen
 from charact.blocks.base import Block, JobContext, JobFailed
-from charact.blocks.options import opt
+from charact.blocks.options import SPICE_OPTIONS_RULE, check_spice_options, opt
 from charact.errors import UserError
 
 
@@ -122,7 +122,8 @@ class TopkDigitalOptions:
                       positive=True)
     prune: bool = opt(True, "simulate only the cells the requests can switch (exact for "
                       "delays and dynamic energy); false: the whole netlist")
-    spice_options: list[str] = opt([], "extra .option words of every deck")
+    spice_options: list[str] = opt([], "extra .option words of every deck",
+                                   rule=SPICE_OPTIONS_RULE, check=check_spice_options)
 
 
 class TopkDigital(Block):

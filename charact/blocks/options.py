@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from charact.errors import UserError
@@ -48,18 +48,23 @@ class Constraint:
     length: int | None = None  # a list (or string) of exactly this many items
     min_len: int = 0  # a list (or string) of at least this many items
     rule: str = ""  # a cross-field rule the block checks, shown in the option table
+    # a rule on the value itself, beyond type and bounds: the problem in words, or None
+    check: Callable[[Any], str | None] | None = None
 
 
 def opt(default: Any, doc: str, *, positive: bool = False, min: float | None = None,
         max: float | None = None, finite: bool = True,
         choices: tuple[str, ...] | None = None, length: int | None = None,
-        min_len: int = 0, rule: str = "") -> Any:
+        min_len: int = 0, rule: str = "",
+        check: Callable[[Any], str | None] | None = None) -> Any:
     """A documented option field: its default, a one-line doc and its constraint.
 
-    Lists and tables get a ``default_factory`` (each instance its own copy)."""
+    ``check`` is a rule on the value itself (run after the type and bounds): it returns
+    what is wrong, in words, or None. Lists and tables get a ``default_factory`` (each
+    instance its own copy)."""
     meta = {_META: Constraint(doc, positive, min, max, finite,
                               tuple(choices) if choices is not None else None, length,
-                              min_len, rule)}
+                              min_len, rule, check)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default),
                                  metadata=meta)
@@ -117,6 +122,87 @@ def check_values(cls: type, values: dict[str, Any]) -> None:
         if o.name in values and not _valid(values[o.name], o.type, o.constraint):
             raise UserError(f"[measure] {o.name} must be {o.text}, got "
                             f"{toml_value(values[o.name])}")
+        if o.name in values and o.constraint.check is not None:
+            problem = o.constraint.check(values[o.name])
+            if problem:
+                raise UserError(f"[measure] {o.name}: {problem}")
+
+
+# -- ngspice .option words -------------------------------------------------------------------
+
+# The ngspice .option names a block's ``spice_options`` may set (ngspice manual, "Simulator
+# Variables"), by the value each takes. ngspice skips a name it does not know without
+# failing the run, so a typo would silently leave its default in force: unknown names
+# are refused. Options that would change what charact controls itself (seed, scale,
+# output and accounting) are left out.
+_SPICE_POSITIVE = ("reltol", "abstol", "vntol", "chgtol", "trtol", "gmin", "gshunt",
+                   "pivtol", "pivrel", "rshunt", "cshunt", "xmu")
+_SPICE_COUNTS = ("itl1", "itl2", "itl3", "itl4", "itl5", "itl6", "gminsteps", "srcsteps",
+                 "maxord")
+_SPICE_TEMPS = ("temp", "tnom")
+_SPICE_CHOICES = {"method": ("trap", "trapezoidal", "gear")}
+_SPICE_FLAGS = ("noopiter", "keepopinfo", "klu", "sparse", "interp", "savecurrents",
+                "noinit", "norefvalue")
+SPICE_OPTION_NAMES = tuple(sorted(_SPICE_POSITIVE + _SPICE_COUNTS + _SPICE_TEMPS
+                                  + tuple(_SPICE_CHOICES) + _SPICE_FLAGS))
+_SPICE_SCALE = {"t": 1e12, "g": 1e9, "meg": 1e6, "k": 1e3, "m": 1e-3, "u": 1e-6,
+                "n": 1e-9, "p": 1e-12, "f": 1e-15}
+SPICE_OPTIONS_RULE = ("each word name=value (or a bare flag) with an ngspice .option name "
+                      "charact allows: " + ", ".join(SPICE_OPTION_NAMES)
+                      + "; numbers finite and > 0 (temp, tnom: finite)")
+
+
+def _spice_number(text: str) -> float | None:
+    """A SPICE number (``1e-5``, ``10u``, ``2meg``), or None."""
+    t = text.strip().lower()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    for suffix in sorted(_SPICE_SCALE, key=len, reverse=True):
+        if t.endswith(suffix):
+            try:
+                return float(t[:-len(suffix)]) * _SPICE_SCALE[suffix]
+            except ValueError:
+                return None
+    return None
+
+
+def _spice_word_problem(word: str) -> str | None:
+    name, eq, value = word.partition("=")
+    name, value = name.strip().lower(), value.strip()
+    if name not in SPICE_OPTION_NAMES:
+        return (f"unknown ngspice option {name or word!r} in {word!r} (ngspice would "
+                f"ignore it); allowed: {', '.join(SPICE_OPTION_NAMES)}")
+    if name in _SPICE_FLAGS:
+        return None if not eq else f"{name!r} is a flag and takes no value, got {word!r}"
+    if not eq or not value:
+        return f"{name!r} needs a value ({name}=...), got {word!r}"
+    if name in _SPICE_CHOICES:
+        return None if value.lower() in _SPICE_CHOICES[name] else \
+            f"{name} must be one of {', '.join(_SPICE_CHOICES[name])}, got {value!r}"
+    x = _spice_number(value)
+    if x is None or not math.isfinite(x):
+        return f"{name} must be a finite number, got {value!r}"
+    if name in _SPICE_TEMPS:
+        return None
+    if not x > 0:
+        return f"{name} must be > 0, got {value!r}"
+    if name in _SPICE_COUNTS and x != int(x):
+        return f"{name} must be a whole number, got {value!r}"
+    return None
+
+
+def check_spice_options(words: Any) -> str | None:
+    """The problem with a ``spice_options`` list (ngspice .option words), or None."""
+    for word in words if isinstance(words, list) else []:
+        if not isinstance(word, str) or not word.strip() or any(c.isspace() for c in
+                                                                  word.strip()):
+            return f"each entry is one word name=value, got {toml_value(word)}"
+        problem = _spice_word_problem(word.strip())
+        if problem:
+            return problem
+    return None
 
 
 # -- checking -------------------------------------------------------------------------------
@@ -261,5 +347,6 @@ def toml_value(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-__all__ = ["Constraint", "NoOptions", "OptionInfo", "check_values", "describe", "opt",
+__all__ = ["SPICE_OPTIONS_RULE", "SPICE_OPTION_NAMES", "Constraint", "NoOptions",
+           "OptionInfo", "check_spice_options", "check_values", "describe", "opt",
            "option_defaults", "option_fields", "toml_value"]

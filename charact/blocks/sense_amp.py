@@ -44,7 +44,7 @@ from charact.bench import (
     tran,
 )
 from charact.blocks.base import Block, JobContext, JobFailed
-from charact.blocks.options import opt
+from charact.blocks.options import SPICE_OPTIONS_RULE, check_spice_options, opt
 from charact.errors import UserError
 
 
@@ -75,7 +75,8 @@ class SenseAmpOptions:
     # Sub-millivolt decisions need tighter tolerances than ngspice's defaults
     # (reltol 1e-3 is 0.4 mV at a 0.4 V common mode).
     spice_options: list[str] = opt(["reltol=1e-5", "vntol=1e-8"],
-                                   "extra .option words of every deck")
+                                   "extra .option words of every deck",
+                                   rule=SPICE_OPTIONS_RULE, check=check_spice_options)
 
 
 class SenseAmp(Block):

@@ -5,11 +5,13 @@ size and injected error, on a small ViT (Fashion-MNIST by default, digits for qu
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from charact.errors import UserError
+from charact.outputs import check_name, check_output_dir
 
 QUICK = {
     "dataset": "digits", "n_train": None, "epochs": 12, "lr": 2e-3, "ks": ["2", "5", "all"],
@@ -82,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse", metavar="RUN_DIR",
                    help="load trained models from an earlier run folder (its models/) where "
                    "data, model, training and seed match, instead of training them")
-    p.add_argument("--run", help="run name (folder under --out; default 'quick' or 'default')")
+    p.add_argument("--run", help="run name: one folder name under --out (letters, digits, "
+                   "- _ .; default 'quick' or 'default')")
     p.add_argument("--out", default="results/accuracy",
                    help="output root (default results/accuracy)")
     p.set_defaults(func=run)
@@ -122,18 +125,26 @@ def run(args: argparse.Namespace) -> int:
     for e in errors:
         if not Path(e).is_file():
             raise UserError(f"error model file not found: {e}")
-    for name in ("n_train", "n_test", "epochs", "jobs", "threads", "batch_size"):
-        val = getattr(args, name, None) if name not in pick else pick[name]
+    # every numeric flag, before any data is loaded or a model trained
+    for name in ("n_train", "n_test", "epochs", "jobs", "threads", "batch_size", "dim",
+                 "depth", "heads", "crossbar_k", "error_k"):
+        val = pick[name] if name in pick else getattr(args, name, None)
         if val is not None and val < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
-    if pick["lr"] <= 0:
-        raise UserError(f"--lr must be > 0, got {pick['lr']}")
-    if not 0 <= args.softmax_warmup < 1:
+    if not (math.isfinite(pick["lr"]) and pick["lr"] > 0):
+        raise UserError(f"--lr must be a finite number > 0, got {pick['lr']}")
+    if not (math.isfinite(args.softmax_warmup) and 0 <= args.softmax_warmup < 1):
         raise UserError(f"--softmax-warmup must be in [0, 1), got {args.softmax_warmup}")
     if args.stats_queries < 0:
         raise UserError(f"--stats-queries must be >= 0, got {args.stats_queries}")
+    negative = [s for s in pick["seeds"] if s < 0]
+    if negative:
+        raise UserError(f"--seeds must be integers >= 0, got {negative[0]}")
+    run_name = check_name(args.run or ("quick" if args.quick else "default"), "--run")
+    # the run folder is checked before training, not when the results are written
+    check_output_dir(Path(args.out) / run_name, "--out/--run")
     spec = SweepSpec(
-        run=args.run or ("quick" if args.quick else "default"),
+        run=run_name,
         dataset=pick["dataset"], data_root=args.data_root,
         n_train=pick["n_train"], n_test=args.n_test, epochs=pick["epochs"],
         batch_size=args.batch_size, lr=pick["lr"], softmax_warmup=args.softmax_warmup,

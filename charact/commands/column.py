@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_errortable(args: argparse.Namespace) -> int:
     from charact.errortable import error_table, load_sweep_table, write_error_tables
+    from charact.outputs import check_output_dir
 
+    if args.out:
+        check_output_dir(args.out, "-o")
     command = "charact " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = write_error_tables(args.sweep, args.out, by=args.by, plot=not args.no_plot,
                                command=command)

@@ -108,8 +108,12 @@ def _shipped_digital_model() -> Path | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from charact.outputs import check_output_dir
     from charact.tech import load_technology
 
+    if args.jobs < 0:
+        raise UserError(f"--jobs must be >= 0, got {args.jobs}")
+    check_output_dir(args.out, "-o")  # before the first sweep, not at its end
     tech = load_technology(args.technology)  # fails early on a bad technology
     tech_ref = args.technology if not args.technology.endswith(".toml") \
         else str(Path(args.technology).resolve())

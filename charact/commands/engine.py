@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from charact.errors import UserError
+from charact.outputs import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="write a block's bench deck for one point (to run by hand)")
     p.add_argument("spec", help="sweep spec TOML; the first job of it is rendered")
     p.add_argument("-o", "--out", default="rendered", help="folder for the deck(s)")
+    p.add_argument("--seed", type=int, help="override: Monte-Carlo seed (an integer >= 0)")
     p.add_argument("--die", type=int, default=None,
                    help="render this die of the spec's Monte-Carlo stream (the spec needs "
                    "[montecarlo] samples > 0); beside each deck, <deck>.mismatch.csv lists "
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'failures:'); 1 every job failed; 2 user error (bad spec, option or file); "
         "3 environment error (ngspice or its shared library missing or not runnable, "
         "results folder not writable: no job is recorded as failed, finished jobs are "
-        "kept); 130 interrupted")
+        "kept); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished jobs are "
+        "kept, the folder is unlocked, and the workers and their ngspice processes stop")
     p.add_argument("spec", help="sweep spec TOML")
     p.add_argument("-o", "--out", help="results folder (default results/<spec name>)")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel jobs (default: all cores)")
@@ -54,12 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corner", help="override: comma-separated corners")
     p.add_argument("--vdd", help="override: comma-separated supplies (V)")
     p.add_argument("--temp", help="override: comma-separated temperatures (degC)")
-    p.add_argument("--samples", type=int, help="override: Monte-Carlo samples per point")
-    p.add_argument("--seed", type=int, help="override: Monte-Carlo seed")
+    p.add_argument("--samples", type=int,
+                   help="override: Monte-Carlo samples per point (an integer >= 0)")
+    p.add_argument("--seed", type=int, help="override: Monte-Carlo seed (an integer >= 0)")
     p.add_argument("--csv", action="store_true", help="also write table.csv")
     p.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed")
     p.add_argument("--keep-work", action="store_true", help="keep decks and logs of all jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="run into a results folder that holds another sweep (another name, "
+                   "block, technology, parameters or measurement options); its jobs stay, "
+                   "the table becomes this spec's, and the folder belongs to this spec")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -99,9 +107,29 @@ def _floats(text: str, what: str) -> list[float]:
         raise UserError(f"--{what} must be comma-separated numbers, got {text!r}") from None
 
 
+#: Above this many jobs, the job count and an estimate of the expansion time are printed
+#: before expanding (a spec of 10^6 jobs takes most of a minute just to be expanded).
+ANNOUNCE_JOBS = 20_000
+EXPAND_SECONDS_PER_JOB = 6e-5  # measured: 50-70 us per job (key hash, point check)
+
+
+def _announce_size(name: str) -> Callable[[int], None]:
+    def announce(n_jobs: int) -> None:
+        if n_jobs > ANNOUNCE_JOBS:
+            print(f"{name}: {n_jobs:,} jobs; expanding them takes about "
+                  f"{max(1, round(n_jobs * EXPAND_SECONDS_PER_JOB))} s", file=sys.stderr,
+                  flush=True)
+    return announce
+
+
 def load_spec_with_overrides(args: argparse.Namespace, simulator_version: str = ""):
     from charact.spec import parse_spec
 
+    # the flags are checked as flags, so that the message names them and not the spec
+    for flag in ("seed", "samples"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{flag} must be an integer >= 0, got {value}")
     path = Path(args.spec)
     if not path.is_file():
         raise UserError(f"spec file not found: {path}")
@@ -128,13 +156,16 @@ def load_spec_with_overrides(args: argparse.Namespace, simulator_version: str = 
         mc["samples"] = args.samples
     if getattr(args, "seed", None) is not None:
         mc["seed"] = args.seed
-    return parse_spec(data, where=str(path), path=path, simulator_version=simulator_version)
+    return parse_spec(data, where=str(path), path=path, simulator_version=simulator_version,
+                      on_size=_announce_size(str(path)))
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     from charact.blocks import JobContext
+    from charact.blocks.base import JobFailed
     from charact.runner import write_run_dir
 
+    check_output_dir(args.out, "-o")
     spec = load_spec_with_overrides(args)
     job = spec.jobs[0]
     if args.die is not None:
@@ -166,9 +197,13 @@ def cmd_render(args: argparse.Namespace) -> int:
                      conditions=job.conditions, options=spec.options, workdir=out,
                      sim=_Recorder(), templates=spec.block.load_templates(spec.tech))
     # The recorder stops the bench after its first deck (later decks depend on the
-    # measurements of earlier ones).
-    with contextlib.suppress(Exception):
+    # measurements of earlier ones): that, and only that, is the expected failure.
+    try:
         spec.block.simulate(ctx)
+    except JobFailed:
+        pass
+    except OSError as exc:
+        raise UserError(f"cannot write the deck under {out}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -192,7 +227,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor = dask_executor(args.scheduler)
     res = run_sweep(spec, out, n_jobs=args.jobs, backend=args.backend,
                     retry_failed=args.retry_failed, keep_work=args.keep_work, csv=args.csv,
-                    progress=not args.quiet, executor=executor)
+                    progress=not args.quiet, executor=executor, force=args.force)
     where = f" on dask {args.scheduler}" if args.scheduler else ""
     print(f"ran {res.ran} jobs, reused {res.reused}, failed {res.failed}, {res.wall:.1f} s"
           f" (backend {res.backend}{where})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
@@ -29,9 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_hier_validate(args: argparse.Namespace) -> int:
     from charact.errors import UserError
     from charact.hier.validate import write_report
+    from charact.outputs import check_output_file
 
-    if not (args.tol_mean > 0 and args.tol_sigma > 0):
-        raise UserError("--tol-mean and --tol-sigma must be positive")
+    if not (math.isfinite(args.tol_mean) and math.isfinite(args.tol_sigma)
+            and args.tol_mean > 0 and args.tol_sigma > 0):
+        raise UserError("--tol-mean and --tol-sigma must be finite and positive")
+    check_output_file(args.out, "-o")
     command = "charact " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path, pooled = write_report(args.spice, args.composed, args.out, command,
                                 args.tol_mean, args.tol_sigma, args.notes)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import shlex
 from pathlib import Path
 
 from charact.errors import UserError
+from charact.outputs import check_output_dir, check_output_file
 
 KINDS = ("auto", "code_error", "pvt_table")
+# A code-error model holds n_codes x n_codes tables per PVT point (and the fit builds
+# larger intermediates): 1024 codes is a 10-bit ADC, far beyond the 5-bit column.
+MIN_CODES, MAX_CODES, DEFAULT_CODES = 2, 1024, 32
+DEFAULT_SMOOTHING = 2.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--by", default=None, metavar="COL1,COL2",
                    help="pvt_table: condition columns (e.g. vcm) that split each value; "
                    "default: the spec's [conditions] axes found in the table")
-    p.add_argument("--n-codes", type=int, default=32, help="code_error: number of ADC codes")
-    p.add_argument("--smoothing", type=float, default=2.0,
-                   help="code_error: pseudo-samples of the Gaussian prior per ideal code")
+    p.add_argument("--n-codes", type=int, default=None,
+                   help=f"code_error only (refused for a pvt_table): number of ADC codes, "
+                   f"{MIN_CODES} to {MAX_CODES} (default {DEFAULT_CODES})")
+    p.add_argument("--smoothing", type=float, default=None,
+                   help="code_error only (refused for a pvt_table): pseudo-samples of the "
+                   "Gaussian prior per ideal code, finite and >= 0 "
+                   f"(default {DEFAULT_SMOOTHING:g})")
     p.set_defaults(func=run_fit)
 
     p = subparsers.add_parser(
@@ -44,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--parquet", action="store_true", help="write Parquet")
     p.add_argument("-o", "--outdir", default=None, metavar="OUTDIR",
                    help="output folder (default: next to the input)")
-    p.add_argument("--n-codes", type=int, default=32, help="sweep input: number of ADC codes")
+    p.add_argument("--n-codes", type=int, default=DEFAULT_CODES,
+                   help=f"sweep input: number of ADC codes, {MIN_CODES} to {MAX_CODES}")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser(
@@ -103,12 +114,24 @@ def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
     return fitting.fit_pvt_table(table, values, prov, by=by, units=units)
 
 
+def _check_n_codes(n_codes: int) -> int:
+    if not MIN_CODES <= n_codes <= MAX_CODES:
+        raise UserError(f"--n-codes must be {MIN_CODES} to {MAX_CODES}, got {n_codes}")
+    return n_codes
+
+
 def run_fit(args: argparse.Namespace) -> int:
     from charact.lookup import fit as fitting
 
     out = Path(args.output)
     if out.suffix.lower() != ".json":
         raise UserError(f"the model file name must end in .json: {out}")
+    check_output_file(out, "-o")
+    if args.n_codes is not None:
+        _check_n_codes(args.n_codes)
+    if args.smoothing is not None and not (math.isfinite(args.smoothing)
+                                           and args.smoothing >= 0):
+        raise UserError(f"--smoothing must be a finite number >= 0, got {args.smoothing}")
     sweep = fitting.read_sweep_folder(args.sweep_dir)
     table, manifest = sweep.table, sweep.manifest
     kind = args.kind
@@ -119,10 +142,17 @@ def run_fit(args: argparse.Namespace) -> int:
     if kind == "code_error":
         if args.values or args.by:
             raise UserError("--values/--by apply to pvt_table fits, not code_error")
-        model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=args.smoothing,
-                                        nominal_vdd=sweep.vdd_nominal,
-                                        nominal_temp=sweep.temp_nominal)
+        model = fitting.fit_error_model(
+            table, DEFAULT_CODES if args.n_codes is None else args.n_codes, prov,
+            smoothing=DEFAULT_SMOOTHING if args.smoothing is None else args.smoothing,
+            nominal_vdd=sweep.vdd_nominal, nominal_temp=sweep.temp_nominal)
     else:
+        # a PVT table has no codes and no prior: refused rather than silently ignored
+        given = [f for f, v in (("--n-codes", args.n_codes), ("--smoothing", args.smoothing))
+                 if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} apply to code_error fits; this is a "
+                            "pvt_table fit (the table has no 'code_ideal' column)")
         model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by),
                          sweep.units)
     model.save(out)
@@ -143,6 +173,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     src = Path(args.source)
     formats = [s for s, on in (("csv", args.csv), ("parquet", args.parquet)) if on] or ["csv"]
+    _check_n_codes(args.n_codes)
+    if args.outdir:
+        check_output_dir(args.outdir, "-o")
     if src.is_dir():
         sweep = fitting.read_sweep_folder(src)
         table, manifest = sweep.table, sweep.manifest
@@ -171,6 +204,7 @@ def run_export(args: argparse.Namespace) -> int:
             stem = f"{src.stem}.pvt_table"
         outdir = Path(args.outdir) if args.outdir else src.parent
         digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    check_output_dir(outdir, "output folder")
     provenance = fileformat.default_provenance(
         command=_command_line(args, "source"), source=str(src), source_sha256=digest,
         columns_note="errors and quantiles are converted - ideal code, in LSB"
@@ -188,12 +222,15 @@ def run_show(args: argparse.Namespace) -> int:
     from charact.lookup.error_model import ErrorModel
 
     model = export.load_model(args.model)
+    if args.plot:
+        # checked before the summary is printed: a refused plot prints only the error
+        if not str(args.plot).lower().endswith(".png"):
+            raise UserError(f"--plot writes a PNG; give a .png path, not {args.plot}")
+        check_output_file(args.plot, "--plot")
     print(export.summary(model, args.model))
     if args.plot:
         from charact.lookup import plot
 
-        if not str(args.plot).lower().endswith(".png"):
-            raise UserError(f"--plot writes a PNG; give a .png path, not {args.plot}")
         title = Path(args.model).name
         if isinstance(model, ErrorModel):
             plot.plot_error_model(model, args.plot, title=title)

@@ -215,13 +215,21 @@ def read_model_file(path: str | os.PathLike, kind: str | None = None) -> tuple[s
     except OSError as exc:
         raise UserError(f"cannot read model file {name}: {exc.strerror}") from exc
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        # NaN, Infinity and -Infinity are not JSON, but Python's reader takes them:
+        # mark them, to refuse them below naming the field
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_NonFinite)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         why = "empty" if not raw.strip() else f"invalid JSON ({exc})" if isinstance(
             exc, json.JSONDecodeError) else "not UTF-8 text"
         raise UserError(f"{name}: not a model file: {why}; truncated or corrupted?") from exc
     if not isinstance(doc, dict):
         raise UserError(f"{name}: not a model file: top level is not a JSON object")
+    bad = _first_non_finite(doc, "")
+    if bad is not None:
+        field, text = bad
+        raise UserError(f"{name}: field {field or '(top level)'} holds {text}, not a finite "
+                        "number (model files hold only finite numbers, null for a missing "
+                        "value)")
     schema = doc.get("schema")
     if schema is None:
         raise UserError(f"{name}: missing field 'schema'")
@@ -257,6 +265,27 @@ def read_model_file(path: str | os.PathLike, kind: str | None = None) -> tuple[s
                 raise UserError(f"{side}: sidecar is unreadable ({exc})") from exc
         data = _internalize(data, arrays, name)
     return doc["kind"], data, doc["provenance"]
+
+
+class _NonFinite(str):
+    """A NaN or infinity read from a model file, kept as its text."""
+
+
+def _first_non_finite(obj: Any, where: str) -> tuple[str, str] | None:
+    """The path (``data.points[0].prob[5][5]``) and text of the first NaN/infinity."""
+    if isinstance(obj, _NonFinite):
+        return where, str(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _first_non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found = _first_non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _has_ref(obj: Any) -> bool:
