@@ -206,9 +206,8 @@ def _parse_instance(line: str) -> _Instance | None:
     return _Instance(toks[0], toks[1:end - 1], toks[end - 1].lower(), params)
 
 
-def _parse_deck(text: str) -> tuple[list[str], dict[str, _Subckt], dict[str, str]]:
-    """Top-level lines (as written), subcircuit definitions and global ``.param`` values."""
-    top: list[str] = []
+def _parse_deck(text: str) -> tuple[dict[str, _Subckt], dict[str, str]]:
+    """Subcircuit definitions and global ``.param`` values."""
     subckts: dict[str, _Subckt] = {}
     params: dict[str, str] = {}
     stack: list[_Subckt] = []
@@ -239,8 +238,7 @@ def _parse_deck(text: str) -> tuple[list[str], dict[str, _Subckt], dict[str, str
                 if "=" in t:
                     k, _, v = t.partition("=")
                     params[k.lower()] = v
-        top.append(raw)
-    return top, subckts, params
+    return subckts, params
 
 
 # -- expansion ----------------------------------------------------------------------------
@@ -253,7 +251,7 @@ def expand(text: str, seed: int | None = None, die: int = 0,
     (subcircuits above devices copied per placed instance); without, the text unchanged.
     The devices come back either way, with their evaluated sizes.
     """
-    _top, subckts, gparams = _parse_deck(text)
+    subckts, gparams = _parse_deck(text)
     genv: dict[str, float] = {}
     for k, v in gparams.items():
         genv[k] = evaluate(v, genv)
