@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--composed", type=Path, default=None,
                     help="a larger composed sweep for the statistics (default: the run here)")
     args = ap.parse_args(argv)
-    from charact.hier.validate import compare, load_table
+    from charact.column.validate import compare, load_table
 
     wall_s, sim_s, n_s = spice_seconds(args.spice)
     if n_s == 0:

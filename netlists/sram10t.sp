@@ -100,8 +100,10 @@ xrd rbl_l rbl_r rwlp rwln ql qlb qr qrb vss dual10t_rd_qb w_ra={w_ra} l_ra={l_ra
 + w_rd={w_rd} l_rd={l_rd}
 .ends dual10t_qb
 
-* Bitline precharge switch: PMOS from vpre to the bitline while pcb is low (body at vdd,
-* so it stays off once pcb is high even when vpre is below vdd).
+* Bitline precharge switch: PMOS from vpre to the bitline while pcb is low. Its body is
+* at its source (vpre): with the body at vdd and vpre at half of it, the body effect left
+* |Vgs| - |Vt| near zero and the switch barely conducted. It stays off once pcb is high
+* (Vgs = vdd - vpre > 0). The vdd port is kept for the benches' wiring.
 .subckt rbl_pre rbl pcb vpre vdd params: w=2e-6 l=50e-9
-xp rbl pcb vpre vdd pfet w={w} l={l}
+xp rbl pcb vpre vpre pfet w={w} l={l}
 .ends rbl_pre

@@ -76,9 +76,10 @@ def test_default_names_values_and_types_are_pinned(name):
 
 
 def test_shared_option_groups_are_inherited_not_copied():
-    from charact.blocks.column import DESIGN_OPTIONS, DesignOptions, ImaColumnOptions
-    from charact.hier.blocks import CellMCOptions, ComposedOptions
-    from charact.hier.cells import CELL_OPTIONS, CellOptions
+    from charact.column.blocks import ImaColumnOptions
+    from charact.column.cells import CELL_OPTIONS, CellOptions
+    from charact.column.composed_blocks import CellMCOptions, ComposedOptions
+    from charact.column.design import DESIGN_OPTIONS, DesignOptions
 
     assert issubclass(ImaColumnOptions, DesignOptions)
     assert issubclass(CellMCOptions, DesignOptions) and issubclass(CellMCOptions, CellOptions)

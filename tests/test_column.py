@@ -10,18 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from charact.blocks.column import (
-    DESIGN_OPTIONS,
-    cross_cycles,
-    draw_patterns,
-    early_stop,
-    make_design,
-    ramp_linearity,
-    solve_weights,
-)
-from charact.blocks.column_netlist import ColumnConfig, array_body, ternary_digits
+from charact.column.bench import cross_cycles, early_stop, ramp_linearity
+from charact.column.design import DESIGN_OPTIONS, draw_patterns, make_design, solve_weights
+from charact.column.errortable import error_table, transfer_table
+from charact.column.netlist import ColumnConfig, array_body, ternary_digits
 from charact.errors import UserError
-from charact.errortable import error_table, transfer_table
 from charact.templates import load_template
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from charact.blocks.column import DESIGN_OPTIONS, ImaColumn, draw_patterns, make_design
+from charact.column.blocks import ImaColumn
+from charact.column.cells import PointModel, SAModel, StackModel
+from charact.column.composed import calibrate_model, convert, draw_die, nominal_die
+from charact.column.design import DESIGN_OPTIONS, draw_patterns, make_design
 from charact.errors import UserError
-from charact.hier.cells import PointModel, SAModel, StackModel
-from charact.hier.composed import calibrate_model, convert, draw_die, nominal_die
 
 needs_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="no ngspice")
 N_DIMS = 8
@@ -140,7 +141,7 @@ def test_point_model_json_round_trip(model):
 # -- the sweep: same table as ima_column, fits with the lookup fit -----------------------------
 
 def _composed_spec(tmp_path: Path, design_digest: str, samples: int = 2) -> Path:
-    from charact.blocks.column import make_design as md
+    from charact.column.design import make_design as md
 
     d = md({**DESIGN_OPTIONS, "n_dims": 4})
     m = synthetic_model(d).to_json()
@@ -196,7 +197,7 @@ def test_composed_sweep_table_has_the_column_format_and_fits(tmp_path):
     nom = model.table("NOM")
     assert np.isfinite(nom.sigma()).all() and nom.count.sum() == 2 * 32
     # the same seeds give the same patterns as the SPICE block would convert
-    from charact.blocks.column import pattern_string
+    from charact.column.design import pattern_string
 
     row = df[(df["sample"] == 0) & (df["corner"] == "NOM")].iloc[0]
     d = make_design({**DESIGN_OPTIONS, "n_dims": 4})
@@ -239,7 +240,7 @@ def _table(rng: np.random.Generator, shift: float, sigma: float, n: int) -> pd.D
 
 
 def test_validation_flags_agreement_and_disagreement(tmp_path):
-    from charact.hier.validate import compare
+    from charact.column.validate import compare
     from charact.provenance import write_table
 
     rng = np.random.default_rng(0)
@@ -278,8 +279,7 @@ def test_cell_monte_carlo_in_ngspice(tmp_path):
 
     from charact.blocks import get_block
     from charact.blocks.base import JobContext
-    from charact.deck import Point
-    from charact.hier.cells import (
+    from charact.column.cells import (
         CELL_OPTIONS,
         mc_stacks,
         nominal_stacks,
@@ -287,6 +287,7 @@ def test_cell_monte_carlo_in_ngspice(tmp_path):
         sa_offsets,
         stack_models,
     )
+    from charact.deck import Point
     from charact.runner import NgspiceBatch
     from charact.tech import load_technology
 
@@ -323,7 +324,7 @@ def test_sa_offset_follows_the_common_mode():
 
 
 def test_validation_reads_a_sweep_still_running(tmp_path):
-    from charact.hier.validate import load_table
+    from charact.column.validate import load_table
 
     rows = [{"job": 0, "item": i, "corner": "NOM", "vdd": 1.0, "temp": 27.0, "status": "ok",
              "code_ideal": i, "code": i + 1, "mac_ideal": 7 * i} for i in range(3)]

@@ -87,8 +87,8 @@ def test_draws_do_not_depend_on_netlist_order():
 def test_nested_generated_benches_are_keyed_too():
     """Two array decks of one die with different input patterns (the lean column lists
     only the stacks that conduct): every stack they share has the same values."""
-    from charact.blocks.column import make_design
-    from charact.blocks.column_netlist import array_body
+    from charact.column.design import make_design
+    from charact.column.netlist import array_body
 
     block = get_block("ima_column")
     opts = block.check_options({"n_dims": 4, "n_cols": 2})

@@ -221,8 +221,8 @@ def _column_table(seed: int, vdds=(1.0,)) -> pd.DataFrame:
 
 
 def test_callers_refuse_a_sweep_of_the_wrong_block(tmp_path, capsys):
-    from charact.calibration import load_calibration_table
-    from charact.errortable import load_sweep_table
+    from charact.column.calibration import load_calibration_table
+    from charact.column.errortable import load_sweep_table
 
     spice, composed = tmp_path / "spice", tmp_path / "composed"
     write_table(_column_table(0), spice / "table.parquet", {"block": {"name": "ima_column"}})
@@ -247,8 +247,8 @@ def test_callers_refuse_a_sweep_of_the_wrong_block(tmp_path, capsys):
 
 
 def test_caller_messages_are_kept(tmp_path):
-    from charact.calibration import load_calibration_table
-    from charact.errortable import load_sweep_table
+    from charact.column.calibration import load_calibration_table
+    from charact.column.errortable import load_sweep_table
     from charact.lookup.fit import load_sweep
 
     with pytest.raises(UserError) as exc:

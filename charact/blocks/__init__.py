@@ -11,11 +11,11 @@ from charact.errors import UserError
 BLOCKS: dict[str, str] = {
     "sense_amp": "charact.blocks.sense_amp:SenseAmp",
     "topk_digital": "charact.blocks.digital:TopkDigital",
-    "ima_column": "charact.blocks.column:ImaColumn",
-    "ima_calibration": "charact.blocks.column:ImaCalibration",
-    "ima_cell": "charact.blocks.column:ImaCell",
-    "ima_cell_mc": "charact.hier.blocks:ImaCellMC",
-    "ima_column_composed": "charact.hier.blocks:ImaColumnComposed",
+    "ima_column": "charact.column.blocks:ImaColumn",
+    "ima_calibration": "charact.column.blocks:ImaCalibration",
+    "ima_cell": "charact.column.blocks:ImaCell",
+    "ima_cell_mc": "charact.column.composed_blocks:ImaCellMC",
+    "ima_column_composed": "charact.column.composed_blocks:ImaColumnComposed",
 }
 
 

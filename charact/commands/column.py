@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_errortable(args: argparse.Namespace) -> int:
-    from charact.errortable import error_table, load_sweep_table, write_error_tables
+    from charact.column.errortable import error_table, load_sweep_table, write_error_tables
     from charact.outputs import check_output_dir
 
     if args.out:

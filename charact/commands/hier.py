@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_hier_validate(args: argparse.Namespace) -> int:
+    from charact.column.validate import write_report
     from charact.errors import UserError
-    from charact.hier.validate import write_report
     from charact.outputs import check_output_file
 
     if not (math.isfinite(args.tol_mean) and math.isfinite(args.tol_sigma)

@@ -1,7 +1,7 @@
 """The composed column: a numerical replica-ramp IMA column built from cell-level models.
 
 One conversion, vectorized over many (numpy), on the timeline of
-:class:`charact.blocks.column_netlist.ColumnConfig`:
+:class:`charact.column.netlist.ColumnConfig`:
 
 1. **MAC phase.** Every conducting read stack k of a line (the lean column's set: input
    sign x ternary digit picks the stack and the bitline) sinks ``f_k * I(V)`` for its
@@ -37,10 +37,10 @@ import math
 
 import numpy as np
 
-from charact.blocks.column import Design
-from charact.blocks.column_netlist import N_CODES, N_RAMP, W_MAX
-from charact.calibration import Calibration
-from charact.hier.cells import PointModel
+from charact.column.calibration import Calibration, calibration_patterns
+from charact.column.cells import PointModel
+from charact.column.design import Design, draw_patterns
+from charact.column.netlist import N_CODES, N_RAMP, W_MAX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +206,9 @@ def _root(g, lo: float, hi: float, xtol: float = 1e-15, max_iter: int = 100) -> 
 
 
 def calibrate_model(model: PointModel, design: Design) -> Calibration:
-    """The calibration procedure of :mod:`charact.calibration` on the nominal composed
+    """The calibration procedure of :mod:`charact.column.calibration` on the nominal composed
     column: ``t_cal`` balances a column of MAC = mac_hi at the ramp start, ``t_step``
     balances a column of MAC = mac_lo after 32 steps (same patterns)."""
-    from charact.calibration import calibration_patterns
-
     x, w = calibration_patterns(design)
     m_hi, m_lo = (int(v) for v in w @ x)
     xx = np.stack([x, x])
@@ -252,8 +250,6 @@ def calibrate_model(model: PointModel, design: Design) -> Calibration:
 def typical_vcm(model: PointModel, design: Design, n: int = 64, seed: int = 7) -> float:
     """Median common mode of the SA decisions at the crossing, over stratified random
     patterns on the nominal composed column (the SA is characterized there)."""
-    from charact.blocks.column import draw_patterns
-
     cal = calibrate_model(model, design)
     rng = np.random.default_rng(seed)
     decks = draw_patterns(rng, design, "stratified", 8, max(1, n // 8))

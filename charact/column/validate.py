@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from charact.column.errortable import PVT, REQUIRED
 from charact.errors import UserError
-from charact.errortable import PVT, REQUIRED
 from charact.tables import check_block, manifest_block, read_manifest, read_sweep
 
 TOL_MEAN = 0.2  # LSB
@@ -258,10 +258,10 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
             "log-current spread from Monte-Carlo instances; bitline parasitics from a "
             "nominal bench; SA offset from Monte-Carlo instances (parallel bisection) at "
             "the column's typical decision common mode, nominal offset and delay from "
-            "nominal decks (`charact.hier.cells`). The column integrates both bitlines "
+            "nominal decks (`charact.column.cells`). The column integrates both bitlines "
             "exactly for the separable I(V) model, draws one standard score per device "
-            "and die, calibrates itself with the procedure of `charact.calibration`, and "
-            "decides every ramp cycle (`charact.hier.composed`). Not modelled: SA noise "
+            "and die, calibrates itself with the procedure of `charact.column.calibration`, and "
+            "decides every ramp cycle (`charact.column.composed`). Not modelled: SA noise "
             "and kickback (an SA bench with the inputs on the bitline capacitance instead "
             "of ideal sources gave the same offsets), leakage mismatch, the calibration "
             "stack's on-state capacitance (absorbed by the self-calibration).", ""]

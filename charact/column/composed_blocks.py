@@ -1,10 +1,10 @@
 """Blocks of the hierarchical flow.
 
 * ``ima_cell_mc``: the cell-level characterization of one operating point
-  (:func:`charact.hier.cells.characterize_point`), one row per point: the summary numbers
+  (:func:`charact.column.cells.characterize_point`), one row per point: the summary numbers
   and the whole model as JSON (``model_json``), which ``ima_column_composed`` can load.
 * ``ima_column_composed``: the ``ima_column`` conversions computed by the composed
-  column (:mod:`charact.hier.composed`) instead of full-column SPICE. Same options (plus
+  column (:mod:`charact.column.composed`) instead of full-column SPICE. Same options (plus
   the cell-level ones), same patterns for the same seeds, and a table of exactly the
   ``ima_column`` format, so error tables and ``charact fit`` work unchanged. A spec
   chooses the mode by its ``block`` field: ``ima_column`` (full SPICE) or
@@ -15,7 +15,7 @@ Cell models per operating point come from ``[measure] cell_models``: ``"inline"`
 other jobs of the point wait for it), an ``ima_cell_mc`` sweep folder, or a JSON file
 of such records. The calibration (``[measure] calibration``): ``"model"`` (the
 calibration procedure run on the nominal composed column, no full-column SPICE at all),
-``"inline"`` (the SPICE calibration benches of :mod:`charact.calibration`) or a
+``"inline"`` (the SPICE calibration benches of :mod:`charact.column.calibration`) or a
 calibration sweep folder. Keep ``"model"``: the calibration absorbs what the cell models
 get wrong in absolute terms (the merged calibration stack, 52 um wide at the default
 design, adds its channel capacitance to RBL_R while it conducts, which the cell models
@@ -38,26 +38,16 @@ from typing import Any
 import numpy as np
 
 from charact.blocks.base import JobContext, JobFailed
-from charact.blocks.column import (
-    ArrayBlock,
-    Conversion,
-    Design,
-    DesignOptions,
-    ImaColumn,
-    ImaColumnOptions,
-    check_design,
-    job_patterns,
-    make_design,
-)
 from charact.blocks.options import opt
+from charact.column.bench import Conversion, conversion_rows, job_patterns
+from charact.column.blocks import ArrayBlock, ImaColumn, ImaColumnOptions
+from charact.column.calibration import Calibration, calibration_for
+from charact.column.cells import CELL_OPTIONS, CellOptions, PointModel, check_cell_options
+from charact.column.characterize import characterize_point
+from charact.column.composed import calibrate_model, convert, draw_die, nominal_die
+from charact.column.design import Design, DesignOptions, check_design, make_design
+from charact.column.netlist import N_CAL
 from charact.errors import UserError
-from charact.hier.cells import (
-    CELL_OPTIONS,
-    CellOptions,
-    PointModel,
-    characterize_point,
-    check_cell_options,
-)
 from charact.tables import read_table, table_path
 
 CACHE_DIR = "hier_cells"
@@ -139,9 +129,6 @@ def point_model(ctx: JobContext, design: Design, opts: dict[str, Any]) -> PointM
 def model_calibration(model: PointModel, design: Design):
     """The composed column's own calibration: stored with the models when they were
     made for this design, else computed (a few hundred small conversions)."""
-    from charact.calibration import Calibration
-    from charact.hier.composed import calibrate_model
-
     stored = model.info.get("calibration")
     if isinstance(stored, dict):  # the model was checked (or made) for this design
         try:
@@ -216,7 +203,7 @@ class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
-    version = "1"
+    version = "2"
     Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units
@@ -232,6 +219,9 @@ class ImaColumnComposed(ArrayBlock):
         if opts["wiring"] != "q":
             raise UserError("[measure] wiring must be q for the composed column (it "
                             "models wiring = q only)")
+        if opts["trim"] != "none" or opts["cal_rows"] != N_CAL:
+            raise UserError("[measure] trim and cal_rows are modelled in full SPICE only "
+                            "(block ima_column); leave trim = 'none' and cal_rows = 32")
         cm = opts["cell_models"]
         if cm != "inline":
             try:
@@ -244,16 +234,12 @@ class ImaColumnComposed(ArrayBlock):
         return opts
 
     def simulate(self, ctx: JobContext) -> list[dict[str, Any]]:
-        from charact.hier.composed import convert, draw_die, nominal_die
-
         o = ctx.options
         design, decks, seed = job_patterns(ctx)  # the same patterns as ima_column
         model = point_model(ctx, design, o)
         if o["calibration"] == "model":
             cal = model_calibration(model, design)
         else:
-            from charact.calibration import calibration_for
-
             cal = calibration_for(ctx, design)
         n = design.cfg.n_dims
         if ctx.point.seed is None:
@@ -266,14 +252,13 @@ class ImaColumnComposed(ArrayBlock):
         col = np.concatenate([np.arange(wd.shape[0]) for _, wd in decks])
         res = convert(model, design, x, w, col, die, cal.t_cal, cal.t_step)
         rows: list[dict[str, Any]] = []
-        block = ImaColumn()
         start = 0
         for d, (xd, wd) in enumerate(decks):
             sl = slice(start, start + wd.shape[0])
             start += wd.shape[0]
             conv_d = Conversion(res.decisions[sl], res.levels_l[sl], res.levels_r[sl],
                                 res.v_l_mac[sl], res.v_r_mac[sl])
-            rows += block._rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed)
+            rows += conversion_rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed)
         return rows[:int(o["conversions"]) or int(o["n_cols"])]
 
 

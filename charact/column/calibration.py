@@ -3,14 +3,15 @@
 Two knobs, as in the paper (Sec. III-A: "32 pulses are simultaneously sent in one clock
 cycle ... for setting initial ramp voltage and calibration"):
 
-* ``t_cal``: the width of the pulse that fires the 32 calibration rows together on RBL_R.
+* ``t_cal``: the width of the pulse that fires the calibration rows together on RBL_R
+  (the ``cal_rows`` of the 32 that store -1; the rest store 0 and stay dark).
   It sets the ramp start: after it, a column whose MAC equals ``mac_hi`` is balanced
   (``V(RBL_L) = V(RBL_R)``), so it crosses at the first ramp cycle (code 31).
 * ``t_step``: the width of each ramp row's pulse on RBL_L. After 32 steps a column whose
   MAC equals ``mac_lo`` is balanced (it would cross one cycle after the last: code 0).
 
 Procedure, at each operating point (corner, VDD, temperature), on the nominal circuit
-(no mismatch; a per-die trim is not modelled):
+(no mismatch; the per-die trim below corrects each column of a die afterwards):
 
 1. Waveform bench: a 2-column array with patterns of MAC = ``mac_hi`` (column 0) and
    ``mac_lo`` (column 1) on the same inputs. After the MAC phase the calibration rows fire
@@ -26,6 +27,15 @@ Procedure, at each operating point (corner, VDD, temperature), on the nominal ci
    The returned settings are those of the last verification, with its residuals
    (``resid_hi``, ``resid_lo``, in LSB).
 
+Per-column offset trim (``trim = "offset"``, :func:`offset_trim`): with ``cal_rows`` < 32
+the rows a column fires are a per-column setting. Before its conversions each die
+converts one pattern of half an LSB in every column at the nominal rows; the cycle at
+which a column crosses brackets its offset (comparator offset, replica mismatch and
+leakage together, at that common mode) within one LSB, and the column then fires
+``(j - 15) * cal_rows / 16`` rows fewer. With ``cal_rows = 16`` one row is one LSB, the
+range is -16..+16 LSB and the residual is uniform within half a row. The cost is one
+conversion per column (32 ADC cycles, the array's usual energy) and no extra rows.
+
 How it runs: ``charact sweep examples/column_calibration.toml`` (block
 ``ima_calibration``, nominal, the corners/VDDs/temperatures to be characterized) writes
 a table with one row per point; the characterization spec then names that folder in
@@ -37,9 +47,11 @@ sweep records ``t_cal``, ``t_step``, ``volts_per_mac`` and ``rep_ratio``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +59,9 @@ import numpy as np
 import pandas as pd
 
 from charact.blocks.base import JobContext, JobFailed
-from charact.blocks.column import Design, draw_inputs, run_array, solve_weights
-from charact.blocks.column_netlist import N_CODES, N_RAMP, array_body
+from charact.column.bench import run_array
+from charact.column.design import Design, draw_inputs, solve_weights
+from charact.column.netlist import N_CAL, N_CODES, N_RAMP, W_MAX, X_MAX, array_body
 from charact.provenance import write_json
 from charact.runner import read_raw
 from charact.tables import read_sweep
@@ -214,9 +227,11 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
                            float(r["lsb_v"]), float(r["resid_hi"]), float(r["resid_lo"]),
                            int(r["iterations"]))
     cache = None
-    if ctx.workdir.parent.name == "work":
+    # a job's folder is <results>/work/<key>.<pid>/ (or a sub-folder of it)
+    work = next((d for d in ctx.workdir.parents if d.name == "work"), None)
+    if work is not None:
         key = f"{p.corner}_{p.vdd:g}_{p.temp:g}_{digest}_{ctx.tech.name}"
-        cache = ctx.workdir.parent.parent / "calibration" / f"{key}.json"
+        cache = work.parent / "calibration" / f"{key}.json"
         if cache.is_file():
             try:
                 return Calibration(**json.loads(cache.read_text())["calibration"])
@@ -230,5 +245,80 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
     return cal
 
 
-__all__ = ["Calibration", "N_CODES", "calibrate", "calibration_for", "calibration_patterns",
-           "load_calibration_table"]
+# -- per-column offset trim of one die ------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Trim:
+    """The calibration rows each column of a die fires after its offset trim."""
+
+    rows: list[int]  # per column, 0..32
+    cycles: list[int]  # crossing cycle of the trim conversion (-1: never crossed)
+    offsets: list[float]  # the measured offset, LSB (midpoint of the cycle's interval)
+    temp: float  # degC of the trim conversion
+
+
+def trim_pattern(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (n_dims,) and one weight row whose MAC is half an LSB: the ideal column
+    then sits in the middle of code 16, so the crossing cycle brackets the column's
+    offset in a one-LSB interval centred on whole rows. Few cells carry it (one pulse of
+    up to 31 x 7 units per dimension), so their own mismatch is a small part of it."""
+    target = max(1, round(design.lsb / 2))
+    n_used = min(design.cfg.n_dims, math.ceil(target / (X_MAX * W_MAX)))
+    x = np.zeros(design.cfg.n_dims, dtype=int)
+    w = np.zeros(design.cfg.n_dims, dtype=int)
+    left = target
+    for i in range(n_used):
+        share = math.ceil(left / (n_used - i))
+        # the (x, w) pair closest to this dimension's share, smallest weight first
+        best = min((abs(xi * wi - share), wi, xi) for wi in range(1, W_MAX + 1)
+                    for xi in range(1, X_MAX + 1))
+        x[i], w[i] = best[2], best[1]
+        left -= int(x[i] * w[i])
+    return x, w
+
+
+def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) -> Trim:
+    """Measure each column's offset on this die and choose its calibration rows.
+
+    One conversion of the half-LSB pattern (:func:`trim_pattern`) with every column at
+    the nominal ``cal_rows``: a column of offset ``u`` LSB (positive: it crosses late)
+    crosses at cycle ``j = ceil(14.5 + u)``, so ``u`` lies in ``(j - 15.5, j - 14.5]``.
+    Removing ``(j - 15) * cal_rows / 16`` rows (rounded) moves its ramp start by that
+    many LSB and leaves it within half a row of balance. The trim runs at ``ctx``'s
+    point; for a trim at another temperature pass :func:`at_temperature`'s context
+    (the same die: device mismatch is keyed per device).
+    """
+    x, w1 = trim_pattern(design)
+    w = np.repeat(w1[None, :], n_cols, 0)
+    conv = run_array(ctx, "trim", design, x, w, cal.t_cal, cal.t_step)
+    any_ = conv.decisions.any(axis=1)
+    cycles = np.where(any_, conv.decisions.argmax(axis=1), -1)
+    per_lsb = design.cfg.cal_rows / (N_CODES / 2)  # rows per LSB of ramp start
+    rows, offs = [], []
+    for j in cycles:
+        jj = int(j) if j >= 0 else N_RAMP  # never crossed: at least 16.5 LSB late
+        u = jj - 15.0
+        offs.append(u)
+        rows.append(int(np.clip(design.cfg.cal_rows - round(u * per_lsb), 0, N_CAL)))
+    return Trim(rows, [int(j) for j in cycles], offs, float(ctx.point.temp))
+
+
+@contextlib.contextmanager
+def at_temperature(ctx: JobContext, temp: float) -> Iterator[JobContext]:
+    """``ctx`` moved to another temperature (its own work folder), its simulator time
+    and decks added back to ``ctx`` afterwards: the same die and supply, for a
+    calibration done cold and used hot."""
+    if math.isclose(temp, ctx.point.temp):
+        yield ctx
+        return
+    tctx = dataclasses.replace(ctx, point=dataclasses.replace(ctx.point, temp=temp),
+                               workdir=ctx.workdir / f"at_{temp:g}C", decks=[], elapsed=0.0)
+    try:
+        yield tctx
+    finally:
+        ctx.elapsed += tctx.elapsed
+        ctx.decks += tctx.decks
+
+
+__all__ = ["Calibration", "N_CODES", "Trim", "at_temperature", "calibrate", "calibration_for",
+           "calibration_patterns", "load_calibration_table", "offset_trim", "trim_pattern"]

@@ -10,7 +10,9 @@ Signal convention (one column; ``D = V(RBL_L) - V(RBL_R)``)::
     precharge   both RBLs to v_pre (PMOS switches, off after t_pre)
     MAC phase   positive products discharge RBL_L, negative ones RBL_R
                 -> D = -a * MAC            (a: volts per MAC unit; v_mac = -D)
-    calibrate   the 32 calibration replica rows fire together for t_cal on RBL_R
+    calibrate   the calibration replica rows that store -1 (``cal_rows`` of the 32 at
+                the nominal setting, per column after an offset trim) fire together
+                for t_cal on RBL_R
                 -> D = a * (mac_hi - MAC)   (a column at mac_hi is balanced)
     ramp j      ramp replica row j fires for t_step on RBL_L (j = 0..31),
                 then the SA evaluates (inp = RBL_R, inn = RBL_L: dout = 1 once
@@ -59,6 +61,9 @@ class ColumnConfig:
     t_edge: float = 30e-12  # wordline and clock edges
     t_pre: float = 1e-9
     rep_ratio: float = 1.0  # replica read-stack width / MAC-cell read-stack width
+    # Calibration rows storing -1 at the nominal setting; the others store 0 and stay
+    # dark, so a per-column trim can add or remove rows (one row = 16 / cal_rows LSB).
+    cal_rows: int = N_CAL
     storage: str = "lean"  # "lean", "ideal" (read ports on ideal sources) or "6t"
     wiring: str = "q"  # "q" (zero weight draws no current) or "qb"
     tmax: float = 200e-12
@@ -163,12 +168,15 @@ def _cell_line(cfg: ColumnConfig, inst: str, col: int, rwlp: str, rwln: str, t: 
 
 
 def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
-                wl: dict[tuple[int, int], tuple[str, str]], ramp_nodes: list[str]) -> list[str]:
+                wl: dict[tuple[int, int], tuple[str, str]], ramp_nodes: list[str],
+                n_cal: int | None) -> list[str]:
     """Only the read stacks that can conduct: a stack whose storage gate or word line is
     held at ground for the whole conversion carries only leakage (tens of pA against a
     read current of ~0.3 uA) and is left out, its junction capacitance being small
-    against ``c_rbl``. The 32 calibration rows, fired together, become one stack of 32x
-    the width: by Pelgrom's law its mismatch equals that of the sum of 32 cells."""
+    against ``c_rbl``. Untrimmed (``n_cal`` None), the 32 calibration rows fired together
+    become one stack of 32x the width: by Pelgrom's law its mismatch equals that of the
+    sum of 32 cells. Trimmed, each of the ``n_cal`` rows that store -1 is its own stack,
+    so a row is the same device (the same die) whichever rows a trim selects."""
     out = []
     for i in range(cfg.n_dims):
         xi = int(x[i])
@@ -183,7 +191,10 @@ def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
                 sides += ["l", "r"]  # QB-gated stacks of a zero weight: common-mode drop
             for side in sides:
                 out.append(f"Xc{c}_d{i}_b{b}{side} rbl_{side}{c} {node} vsram mac_stack")
-    out.append(f"Xc{c}_cal rbl_r{c} rwl_cal vsram cal_stack")
+    if n_cal is None:
+        out.append(f"Xc{c}_cal rbl_r{c} rwl_cal vsram cal_stack")
+    else:
+        out += [f"Xc{c}_cal{j} rbl_r{c} rwl_cal vsram rep_stack" for j in range(n_cal)]
     out += [f"Xc{c}_ramp{j} rbl_l{c} {ramp_nodes[j]} vsram rep_stack" for j in range(N_RAMP)
             if ramp_nodes[j] != "0"]
     return out
@@ -192,16 +203,23 @@ def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
 def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
                sa_params: dict[str, float], x: np.ndarray, w: np.ndarray, t_cal: float,
                t_step: float, sa_clocked: bool = True, cal_window: float | None = None,
-               ramp_window: float | None = None) -> tuple[str, list[str]]:
+               ramp_window: float | None = None, cal_rows: list[int] | None = None
+               ) -> tuple[str, list[str]]:
     """The bench body of one array conversion and the vectors it saves.
 
     ``x``: inputs (n_dims,) in -31..31; ``w``: weights (n_cols, n_dims) in -7..7.
+    ``cal_rows``: calibration rows storing -1 per column (a trim); None = the design's
+    ``cfg.cal_rows`` in every column. ``ramp_steps``: the pulse width of each ramp cycle
+    (None = ``t_step`` every cycle).
     ``cal_window``/``ramp_window`` replace the pulsed calibration/ramp by one long pulse
     of the calibration rows and of ramp row 0 (the calibration bench reads the
     discharge waveforms from them); the SA is then left unclocked.
     """
     n_cols, n_dims = w.shape
     assert n_dims == cfg.n_dims and x.shape == (n_dims,)
+    trimmed = cal_rows is not None or cfg.cal_rows != N_CAL
+    rows = [int(r) for r in cal_rows] if cal_rows is not None else [cfg.cal_rows] * n_cols
+    assert len(rows) == n_cols and all(0 <= r <= N_CAL for r in rows), rows
     lines = [f"* array: {n_cols} column(s) x {n_dims} dimensions x 3 cells + "
              f"{N_CAL} + {N_RAMP} replica rows; storage {cfg.storage}, wiring {cfg.wiring}",
              f"* inputs x = {' '.join(str(int(v)) for v in x)}"]
@@ -262,7 +280,10 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
         lines.append(f"Xpre_l{c} rbl_l{c} pcb vpre vdd rbl_pre")
         lines.append(f"Xpre_r{c} rbl_r{c} pcb vpre vdd rbl_pre")
         if cfg.storage == "lean":
-            lines += _lean_lines(cfg, c, x, w[c], wl, ramp_nodes)
+            lines += _lean_lines(cfg, c, x, w[c], wl, ramp_nodes,
+                                 rows[c] if trimmed else None)
+            if trimmed:
+                lines.append(f"* column {c}: {rows[c]} of {N_CAL} calibration rows store -1")
         else:
             for i in range(n_dims):
                 for b, t in enumerate(ternary_digits(int(w[c, i]))):
@@ -270,7 +291,8 @@ def array_body(cfg: ColumnConfig, cell_params: dict[str, float], sa: Template,
                     lines.append(_cell_line(cfg, f"c{c}_d{i}_b{b}", c, rp, rn, t, ics)
                                  .replace("{cell}", "mac_cell"))
             for j in range(N_CAL):  # weight -1 read with RWL+: discharges RBL_R
-                lines.append(_cell_line(cfg, f"c{c}_cal{j}", c, "rwl_cal", "0", -1, ics)
+                t_cal_row = -1 if j < rows[c] else 0  # the trim: rows storing 0 stay dark
+                lines.append(_cell_line(cfg, f"c{c}_cal{j}", c, "rwl_cal", "0", t_cal_row, ics)
                              .replace("{cell}", "rep_cell"))
             for j in range(N_RAMP):  # weight +1 read with RWL+: discharges RBL_L
                 lines.append(_cell_line(cfg, f"c{c}_ramp{j}", c, ramp_nodes[j], "0", 1, ics)

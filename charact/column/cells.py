@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,9 @@ import numpy as np
 
 from charact.bench import Delay, FindAt, Integ, When, clock, dc, num, pwl, read_all, tran, trapezoid
 from charact.blocks.base import JobContext, JobFailed
-from charact.blocks.column import Design
-from charact.blocks.column_netlist import N_CAL, N_RAMP
 from charact.blocks.options import opt, option_defaults
+from charact.column.design import Design
+from charact.column.netlist import N_CAL, N_RAMP
 from charact.errors import UserError
 from charact.tables import read_table
 
@@ -262,7 +261,7 @@ class PointModel:
 
 # -- benches ----------------------------------------------------------------------------------
 
-def _sub(ctx: JobContext, seed: int | None, sub: str) -> JobContext:
+def sub_context(ctx: JobContext, seed: int | None, sub: str) -> JobContext:
     point = dataclasses.replace(ctx.point, seed=seed)
     return dataclasses.replace(ctx, point=point, workdir=ctx.workdir / sub, elapsed=0.0,
                                decks=[])
@@ -558,72 +557,7 @@ def sa_from_sweep(path: str, corner: str, vdd: float, temp: float) -> SAModel:
                    offsets=[x["offset"].tolist() for _, x in rows])
 
 
-# -- one operating point ------------------------------------------------------------------------
-
-def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) -> PointModel:
-    """All cell-level benches at ``ctx``'s operating point (its MC seed is ignored: the
-    Monte-Carlo decks use ``cell_seed``)."""
-    t_start = time.perf_counter()
-    nctx = _sub(ctx, None, "cells_nominal")
-    mctx = _sub(ctx, int(opts["cell_seed"]), "cells_mc")
-    try:
-        cfg = design.cfg
-        v_pulse = cfg.v_pre - 0.05
-        nom = nominal_stacks(nctx, design)
-        mc = mc_stacks(mctx, design, int(opts["cell_samples"]))
-        q = pulse_charges(nctx, design, v_pulse)
-        stacks = stack_models(nom, mc, q, design, v_pulse)
-        c_l, c_r, c_mac = line_capacitances(nctx, design)
-        stacks["mac"].c_drain = c_mac
-        p = ctx.point
-        sa_stub = SAModel([0.4], [0.0], [0.0], [0.0], 0)
-        model = PointModel(p.corner, p.vdd, p.temp, design.digest(ctx.params), cfg.v_pre,
-                           stacks, c_l, c_r, sa_stub)
-        vcm = float(opts["sa_vcm"])
-        if vcm <= 0:
-            from charact.hier.composed import typical_vcm
-
-            vcm = round(typical_vcm(model, design), 2)
-        t_avail = cfg.t_clk / 2 - 3 * cfg.t_edge
-        if opts["sa_offset"] == "mc":
-            span = float(opts["sa_vcm_span"])
-            # the offset of a device grows as the common mode falls (about 20 -> 13 mV
-            # from 0.28 to 0.46 V at NOM): characterize around the typical decision
-            vcms = [round(vcm - span, 3), vcm, round(vcm + span, 3)] if span > 0 else [vcm]
-            rng, res = float(opts["sa_range"]), float(opts["sa_resolution"])
-            nom, sig, mean, all_offs, bounds = [], [], [], [], 0
-            for i, vc in enumerate(vcms):
-                nom.append(float(sa_offsets(nctx, design, vc, 1, rng, res / 8,
-                                            f"nom{i}")[0]))
-                offs = sa_offsets(mctx, design, vc, int(opts["sa_samples"]), rng, res,
-                                  f"mc{i}")
-                sig.append(float(offs.std(ddof=1)))
-                mean.append(float(offs.mean()))
-                all_offs.append(offs.tolist())
-                bounds += int((np.abs(offs) > rng - res).sum())
-            t0, tau = sa_delay(nctx, design, vcm, nom[vcms.index(vcm)])
-            sa = SAModel(vcms, nom, sig, mean, int(opts["sa_samples"]), t0, tau,
-                         sa_resolution(t0, tau, p.vdd, t_avail), bounds, "mc", all_offs)
-        else:
-            sa = sa_from_sweep(str(opts["sa_offset"]), p.corner, p.vdd, p.temp)
-            sa.resolution = sa_resolution(sa.t0, sa.tau, p.vdd, t_avail)
-        model.sa = sa
-    finally:
-        ctx.elapsed += nctx.elapsed + mctx.elapsed
-        ctx.decks += nctx.decks + mctx.decks
-    model.info = {"cell_seed": int(opts["cell_seed"]), "cell_samples": int(opts["cell_samples"]),
-                  "sa_samples": int(opts["sa_samples"]), "sa_offset": str(opts["sa_offset"]),
-                  "simulator_seconds": nctx.elapsed + mctx.elapsed,
-                  "wall_seconds": time.perf_counter() - t_start,
-                  "decks": len(nctx.decks) + len(mctx.decks), "technology": ctx.tech.name}
-    from charact.hier.composed import calibrate_model
-
-    # the composed column's own calibration for this design, kept with its models
-    model.info["calibration"] = calibrate_model(model, design).row()
-    return model
-
-
 __all__ = ["CELL_OPTIONS", "CellOptions", "PointModel", "SAModel", "STACKS", "StackModel",
-           "characterize_point", "check_cell_options", "line_capacitances", "mc_stacks",
+           "check_cell_options", "line_capacitances", "mc_stacks",
            "nominal_stacks", "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets",
            "stack_models", "stack_sizes"]

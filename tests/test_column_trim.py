@@ -1,0 +1,171 @@
+"""Per-column offset trim: the calibration rows each column fires, the half-LSB trim
+conversion and the rule that turns its crossing cycle into rows; and one real-ngspice
+Monte-Carlo die trimmed and converted."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charact.blocks import get_block
+from charact.column import calibration as cal_mod
+from charact.column.bench import Conversion
+from charact.column.calibration import Calibration, offset_trim, trim_pattern
+from charact.column.design import DESIGN_OPTIONS, make_design
+from charact.column.netlist import ColumnConfig, array_body
+from charact.errors import UserError
+from charact.templates import load_template
+
+needs_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="no ngspice")
+
+
+def _body(cfg: ColumnConfig, cal_rows=None) -> str:
+    cell, sa = load_template("sram10t.sp"), load_template("sense_amp.sp")
+    x = np.array([3, -2])
+    w = np.array([[1, 1], [2, -1]])
+    return array_body(cfg, cell.subckt("dual10t").params, sa, {}, x, w, 1e-9, 1e-9,
+                      cal_rows=cal_rows)[0]
+
+
+def test_untrimmed_lean_column_keeps_one_merged_calibration_stack():
+    body = _body(ColumnConfig(n_dims=2))
+    assert body.count("rwl_cal vsram cal_stack") == 2
+    assert "Xc0_cal0 " not in body
+
+
+def test_trim_fires_exactly_the_chosen_rows_per_column():
+    body = _body(ColumnConfig(n_dims=2, cal_rows=16), cal_rows=[3, 20])
+    col0 = body.split("* ---- column 0")[1].split("* ---- column 1")[0]
+    col1 = body.split("* ---- column 1")[1]
+    assert col0.count("rwl_cal vsram rep_stack") == 3
+    assert col1.count("rwl_cal vsram rep_stack") == 20
+    # row j is the same instance whichever rows a trim selects (same device, same die)
+    assert "Xc1_cal19 rbl_r1 rwl_cal vsram rep_stack" in col1
+    nominal = _body(ColumnConfig(n_dims=2, cal_rows=16))
+    assert nominal.count("rwl_cal vsram rep_stack") == 32
+    # 6T storage: rows beyond the trim store 0 (both storage nodes low)
+    full = _body(ColumnConfig(n_dims=2, storage="6t", cal_rows=16), cal_rows=[1, 2])
+    assert ".ic v(xc0_cal0.x0.ql)=0 v(xc0_cal0.x0.qlb)=0.5 v(xc0_cal0.x0.qr)=0.5" in full
+    assert ".ic v(xc0_cal1.x0.ql)=0 v(xc0_cal1.x0.qlb)=0.5 v(xc0_cal1.x0.qr)=0 " in full
+
+
+@pytest.mark.parametrize("n_dims", [1, 4, 16, 64])
+def test_trim_pattern_is_half_an_lsb(n_dims):
+    d = make_design({**DESIGN_OPTIONS, "n_dims": n_dims, "cal_rows": 16})
+    x, w = trim_pattern(d)
+    target = max(1, round(d.lsb / 2))
+    assert abs(int(x @ w) - target) <= max(1, target // 20)
+    assert d.code_ideal(int(x @ w)) == 16
+
+
+def _fake_run(cycles):
+    def run(ctx, name, design, x, w, t_cal, t_step, cal_rows=None):
+        dec = np.zeros((w.shape[0], 32), dtype=bool)
+        for c, j in enumerate(cycles):
+            if j >= 0:
+                dec[c, j:] = True
+        z = np.zeros(w.shape[0])
+        return Conversion(dec, np.zeros((w.shape[0], 33)), np.zeros((w.shape[0], 33)), z, z)
+    return run
+
+
+@pytest.mark.parametrize("cal_rows", [16, 8])
+def test_offset_trim_rule(monkeypatch, cal_rows):
+    """A column crossing at cycle j has an offset in (j - 15.5, j - 14.5] LSB; the trim
+    removes (j - 15) LSB worth of rows (cal_rows / 16 rows per LSB), clipped to 0..32."""
+    cycles = [15, 16, 12, 30, -1, 0]
+    monkeypatch.setattr(cal_mod, "run_array", _fake_run(cycles))
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": cal_rows})
+
+    ctx = SimpleNamespace(point=SimpleNamespace(temp=27.0))  # all offset_trim reads here
+    trim = offset_trim(ctx, d, Calibration(1e-9, 1e-9, 1e-3, 1e-3), len(cycles))
+    per_lsb = cal_rows / 16
+    want = [int(np.clip(cal_rows - round(((j if j >= 0 else 32) - 15) * per_lsb), 0, 32))
+            for j in cycles]
+    assert trim.rows == want
+    assert trim.offsets == [(j if j >= 0 else 32) - 15.0 for j in cycles]
+    assert trim.cycles == cycles and trim.temp == 27.0
+
+
+def test_trim_options_are_checked():
+    block = get_block("ima_column")
+    with pytest.raises(UserError, match="cal_rows < 32"):
+        block.check_options({"trim": "offset"})
+    with pytest.raises(UserError, match="trim_temp"):
+        block.check_options({"trim": "offset", "cal_rows": 16, "trim_temp": "hot"})
+    opts = block.check_options({"trim": "offset", "cal_rows": 16, "trim_temp": "27"})
+    assert opts["trim_temp"] == "27"
+    with pytest.raises(UserError, match="full SPICE only"):
+        get_block("ima_column_composed").check_options({"trim": "offset", "cal_rows": 16})
+
+
+def test_bitline_capacitance_from_rows():
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 64, "c_rbl_per_row": 0.25e-15})
+    assert d.cfg.c_rbl == pytest.approx(256 * 0.25e-15)
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 16})
+    assert d.cfg.c_rbl == pytest.approx(16 * 70e-15)
+
+
+@pytest.mark.spice
+@needs_ngspice
+def test_trimmed_die_converts_the_trim_pattern_near_code_16(tmp_path):
+    """One Monte-Carlo die of a 2-dimension column, trimmed: explicit patterns repeat the
+    trim pattern, so each trimmed column must convert it within one code of 16, and the
+    trim must have moved at least one column off the nominal rows (the die's offsets
+    are several LSB)."""
+    from charact.spec import load_spec
+    from charact.sweep import run_sweep
+
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 2, "cal_rows": 16})
+    x, w = trim_pattern(d)
+    n_cols = 4
+    spec_path = tmp_path / "trim.toml"
+    spec_path.write_text(f"""
+schema = "charact.sweep/1"
+name = "trim_test"
+block = "ima_column"
+technology = "freepdk45"
+[conditions]
+corner = ["NOM"]
+[montecarlo]
+samples = 1
+seed = 7
+[measure]
+n_dims = 2
+n_cols = {n_cols}
+cal_rows = 16
+trim = "offset"
+patterns = "explicit"
+inputs = {[int(v) for v in x]}
+weights = {[[int(v) for v in w]] * n_cols}
+[run]
+timeout = 1800
+""")
+    df = run_sweep(load_spec(spec_path), tmp_path / "out", n_jobs=1, progress=False).table
+    assert (df["status"] == "ok").all(), df["reason"].unique()
+    assert (df["code_ideal"] == 16).all()
+    assert (df["code"] - 16).abs().max() <= 1, df[["col", "code", "cal_rows", "trim_offset"]]
+    assert (df["cal_rows"] != 16).any()
+    assert df["trim_offset"].notna().all()
+
+
+def test_at_temperature_moves_only_the_temperature(tmp_path):
+    from charact.blocks.base import JobContext
+    from charact.column.calibration import at_temperature
+    from charact.deck import Point
+
+    ctx = JobContext(tech=None, point=Point("SS", 1.0, 125.0, 3, 2), params={},
+                     conditions={}, options={}, workdir=tmp_path / "work" / "k.1", sim=None,
+                     templates=())
+    with at_temperature(ctx, 125.0) as same:
+        assert same is ctx
+    with at_temperature(ctx, 27.0) as cold:
+        assert (cold.point.corner, cold.point.vdd, cold.point.temp) == ("SS", 1.0, 27.0)
+        assert (cold.point.seed, cold.point.die) == (3, 2)  # the same die
+        assert cold.workdir.parent == ctx.workdir
+        cold.elapsed += 2.0
+        cold.decks.append("abc")
+    assert ctx.elapsed == 2.0 and ctx.decks == ["abc"] and ctx.point.temp == 125.0
