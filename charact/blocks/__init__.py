@@ -16,6 +16,10 @@ BLOCKS: dict[str, str] = {
     "ima_cell": "charact.column.blocks:ImaCell",
     "ima_cell_mc": "charact.column.composed_blocks:ImaCellMC",
     "ima_column_composed": "charact.column.composed_blocks:ImaColumnComposed",
+    "gc_multiply": "charact.gaincell.multiply:GcMultiply",
+    "gc_retention": "charact.gaincell.retention:GcRetention",
+    "gc_readout": "charact.gaincell.readout:GcReadout",
+    "gc_write": "charact.gaincell.write:GcWrite",
 }
 
 
