@@ -360,7 +360,7 @@ def test_accuracy_command_bad_input(tmp_path, capsys):
 # --- crossbars scaled from the paper, calibration, training ----------------------------
 
 def test_paper_crossbars_scale_to_the_vit():
-    from charact.attention.accuracy import Crossbar, parse_crossbar, resolve_crossbar
+    from charact.attention.settings import Crossbar, parse_crossbar, resolve_crossbar
 
     p128 = resolve_crossbar(parse_crossbar("paper128"), d_k=16, n_keys=65)
     p256 = resolve_crossbar(parse_crossbar("paper256"), d_k=16, n_keys=65)

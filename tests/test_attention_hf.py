@@ -41,11 +41,10 @@ def test_patched_bert_equals_eager_with_everything_off(bert_and_batch):
         out = patched(input_ids=ids, attention_mask=mask).last_hidden_state
     keep = mask.bool()
     assert torch.allclose(out[keep], ref[keep], atol=1e-5)
-    # the scale was folded into W_Q once
+    # the scale is applied in the attention function: weights and scaling untouched
     attn = patched.encoder.layer[0].attention.self
-    assert attn.scaling == 1.0
-    assert torch.allclose(attn.query.weight, model.encoder.layer[0].attention.self.query.weight
-                          * (8 ** -0.5))
+    assert attn.scaling == 8 ** -0.5
+    assert torch.equal(attn.query.weight, model.encoder.layer[0].attention.self.query.weight)
 
 
 def test_patched_bert_hardware_padding_is_exact(bert_and_batch):
@@ -61,3 +60,18 @@ def test_patched_bert_hardware_padding_is_exact(bert_and_batch):
             assert torch.allclose(batch[i, :n], alone[0], atol=1e-5)
     # top-3 of 12 with quantization is not the float model
     assert not torch.allclose(batch[0], ref[0], atol=1e-3)
+
+
+def test_padding_keys_never_selected_by_top_k(bert_and_batch):
+    model, ids, mask = bert_and_batch
+    patch_hf_model(model, AttentionConfig.hardware(k=3))
+    with torch.no_grad():
+        probs = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    for layer in probs:
+        for i in range(3):
+            n = int(mask[i].sum())
+            # valid queries put no weight on padded keys and at most k = 3 keys carry
+            # weight (a kept key's quantized A may round to 0)
+            assert float(layer[i, :, :n, n:].abs().sum()) == 0.0
+            kept = (layer[i, :, :n, :n] > 0).sum(-1)
+            assert bool(kept.le(3).all()) and bool(kept.ge(1).all())

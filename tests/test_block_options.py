@@ -61,11 +61,15 @@ def test_the_defaults_validate_and_are_the_options_dict(name):
 DEFAULTS_SHA = {
     "sense_amp": "b3a6bbe195084324",
     "topk_digital": "dab624e0f5bce250",
-    "ima_column": "dba7960e5b556426",
-    "ima_calibration": "d245393243e8ce0b",
+    "ima_column": "0f578deb521fb335",
+    "ima_calibration": "473bef1d9ac7a6d1",
     "ima_cell": "8c8d560584daa340",
-    "ima_cell_mc": "1ed08b8a3b0b510f",
-    "ima_column_composed": "2c8bf010a42db138",
+    "ima_cell_mc": "c1113951fc906c5a",
+    "ima_column_composed": "cf04e4392f4b3176",
+    "gc_multiply": "978031f8c6f5198f",
+    "gc_retention": "ada9c1a9eebce227",
+    "gc_readout": "813516044869655c",
+    "gc_write": "1d8588636fc60115",
 }
 
 

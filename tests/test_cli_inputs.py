@@ -190,12 +190,12 @@ def test_outputs_in_a_read_only_folder(tmp_path, capsys, model, read_only):
 def test_accuracy_flags_are_checked_before_any_work(tmp_path, capsys, monkeypatch, flags,
                                                     message):
     pytest.importorskip("torch")
-    import charact.attention.accuracy as acc
+    import charact.attention.experiment as acc
 
     def no_run(*args, **kwargs):
         raise AssertionError("the accuracy run started")
 
-    monkeypatch.setattr(acc, "run_sweep", no_run)
+    monkeypatch.setattr(acc, "run_accuracy", no_run)
     out = tmp_path / "deep" / "out"
     assert main(["accuracy", "--quick", "--out", str(out), *flags]) == 2
     one_line_error(capsys, message)
@@ -210,7 +210,7 @@ def test_accuracy_flags_are_checked_before_any_work(tmp_path, capsys, monkeypatc
 ])
 def test_accuracy_k_beyond_the_sequence_length(tmp_path, capsys, monkeypatch, flags, message):
     pytest.importorskip("torch")
-    import charact.attention.accuracy as acc
+    import charact.attention.experiment as acc
 
     def no_training(*args, **kwargs):
         raise AssertionError("training was planned")
@@ -223,15 +223,15 @@ def test_accuracy_k_beyond_the_sequence_length(tmp_path, capsys, monkeypatch, fl
 
 def test_run_name_that_escapes_is_refused_by_the_library(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import charact.attention.accuracy as acc
-    from charact.attention.accuracy import SweepSpec, run_sweep
+    import charact.attention.experiment as acc
+    from charact.attention.experiment import AccuracySpec, run_accuracy
 
     def no_data(*args, **kwargs):
         raise AssertionError("the run went on to load its data")
 
     monkeypatch.setattr(acc, "load_dataset", no_data)
     with pytest.raises(UserError, match="run name '../x'"):
-        run_sweep(SweepSpec(run="../x", out_root=str(tmp_path / "out")))
+        run_accuracy(AccuracySpec(run="../x", out_root=str(tmp_path / "out")))
     assert not any(tmp_path.iterdir())
 
 

@@ -56,7 +56,7 @@ def test_fit_show_export_column_sweep(tmp_path, capsys):
     png = tmp_path / "fig.png"
     assert main(["show", str(model_path), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    for text in ("code_error", "charact.lookup/1", "NOM/1V/27C *", "SS/1V/125C", "freepdk45"):
+    for text in ("code_error", "charact.lookup/2", "NOM/1V/27C *", "SS/1V/125C", "freepdk45"):
         assert text in out
     assert png.stat().st_size > 10_000
 

@@ -246,8 +246,8 @@ def test_damaged_files_are_refused(tmp_path, model):
         ErrorModel.load(path)
 
     path.write_text(text)
-    _rewrite(path, lambda d: d.update(schema="charact.lookup/2"))
-    with pytest.raises(UserError, match="unsupported schema version 'charact.lookup/2'"):
+    _rewrite(path, lambda d: d.update(schema="charact.lookup/3"))
+    with pytest.raises(UserError, match="unsupported schema version 'charact.lookup/3'"):
         ErrorModel.load(path)
 
     path.write_text(text)

@@ -7,7 +7,9 @@ Needs torch (``pip install 'charact[torch]'``); nothing outside this package imp
 * :mod:`.pipeline` -- :class:`AttentionConfig` and :func:`topkima_attention`
 * :mod:`.vit`, :mod:`.data`, :mod:`.training` -- a small ViT, Fashion-MNIST/digits, QAT/TFCBP
 * :mod:`.hf` -- :func:`patch_hf_model` for Hugging Face ``transformers`` models
-* :mod:`.accuracy` -- the sweeps behind ``charact accuracy``
+* :mod:`.experiment`, :mod:`.report`, :mod:`.settings`, :mod:`.device` -- the accuracy
+  sweeps behind ``charact accuracy`` (spec and runner, summaries and report, command-line
+  settings, CPU/GPU placement and determinism)
 
 Error models come only through :mod:`charact.lookup` (``ErrorModel.load(path).table()``).
 """

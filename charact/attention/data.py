@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,14 @@ class ImageData:
     image_size: int
     patch: int
     n_classes: int
+
+    def to(self, device: str | torch.device) -> ImageData:
+        """The same data with its tensors on ``device`` (itself when already there)."""
+        dev = torch.device(device)
+        if all(t.device == dev for t in (self.x_train, self.y_train, self.x_test, self.y_test)):
+            return self
+        return replace(self, x_train=self.x_train.to(dev), y_train=self.y_train.to(dev),
+                       x_test=self.x_test.to(dev), y_test=self.y_test.to(dev))
 
 
 def _open_idx(path: Path) -> bytes:

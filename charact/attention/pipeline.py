@@ -57,11 +57,12 @@ from charact.attention.quant import (
     adc_levels,
     k_max_level_from_cells,
     q_max_level,
+    quantize_probs_,
     quantize_symmetric,
     quantize_unsigned,
     signed_max_level,
 )
-from charact.attention.topk import RampSelection, ramp_topk, score_topk
+from charact.attention.topk import RampSelection, ramp_drop_offsets, ramp_topk, score_topk
 from charact.errors import UserError
 
 TRAINING_MODES = ("tfcbp", "topk")
@@ -76,9 +77,11 @@ class AttentionConfig:
     ``n_bits_v``: V signed bits incl. sign; ``n_bits_a``: A unsigned bits.
     ``n_codes``: ramp-ADC codes of a score (2**n_b). ``crossbar_rows``/``crossbar_cols``:
     crossbar size (None = unlimited); ``replica_rows`` of every column go to the ramp and
-    calibration, the rest hold K. ``error_model``/``av_error``: a ``CodeErrorTable`` (from
-    :mod:`charact.lookup`) injected on the Q.K^T codes / the A.V codes. ``av_codes``: ADC
-    codes of the A.V output (None = no ADC there unless ``av_error`` sets it).
+    calibration, the rest hold K. ``error_model``/``av_error``: a ``CodeErrorTable`` or
+    ``PointErrorModel`` (from :mod:`charact.lookup`) injected on the Q.K^T codes / the A.V
+    codes; a structured model (a static error per physical column) is bound to one
+    simulated chip and layer by :func:`bind_chip` first. ``av_codes``: ADC codes of the
+    A.V output (None = no ADC there unless ``av_error`` sets it).
     ``training_mode``: gradient of the top-k softmax: "tfcbp" (the full softmax's, paper
     III-B) or "topk" (through the top-k softmax itself).
     """
@@ -337,6 +340,26 @@ def _data_window(
     return lo, hi
 
 
+def bind_chip(config: AttentionConfig, chip: int, layer: int) -> AttentionConfig:
+    """``config`` with its error models bound to array ``layer`` of simulated chip ``chip``.
+
+    Physical columns: on Q.K^T each key position of each head (its column on its
+    crossbar: sub-top-k splits the same positions over crossbars, so position j is one
+    column either way); on A.V each output column (d_v) of each head. The Q.K^T and A.V
+    arrays of a layer, and the layers, are different silicon (their own draws).
+    An error model without a static part comes back as it is, so sampling, and with it
+    every output for a given generator seed, is exactly what it was before chips.
+    """
+    def bound(model: Any, site: str) -> Any:
+        bind = getattr(model, "for_chip", None)
+        return model if bind is None else bind(chip, layer, site)
+
+    if config.error_model is None and config.av_error is None:
+        return config
+    return config.with_(error_model=bound(config.error_model, "qk"),
+                        av_error=bound(config.av_error, "av"))
+
+
 def topkima_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -353,10 +376,14 @@ def topkima_attention(
     ``measure`` also returns the batch statistics for calibration and the ramp selection;
     ``selection_stats`` (default: ``measure``) whether that selection carries the stopping
     cycles (training needs the ranges, not the statistics).
-    ``generator`` drives the injected errors (default: torch's global generator).
+    ``generator`` drives the injected errors; it must live on the tensors' device (a
+    UserError otherwise). None: torch's default generator of that device, so
+    ``torch.manual_seed`` makes a run reproducible on the CPU and on a GPU alike.
     """
     cal = calib or AttentionCalibration()
-    gen = generator if generator is not None else torch.default_generator
+    if generator is not None and generator.device.type != q.device.type:
+        raise UserError(f"the error generator is on {generator.device} but the tensors on "
+                        f"{q.device}: create it there, torch.Generator(device=...)")
     stats = measure if selection_stats is None else selection_stats
     d_k = q.shape[-1]
     q_raw, k_raw, v_raw = q, k, v
@@ -375,6 +402,10 @@ def topkima_attention(
     if bias is not None:
         scores = scores + bias
     neg = torch.finfo(scores.dtype).min
+    # inference (no gradient, no statistics): the (B, H, Lq, Lk) temporaries are reused in
+    # place once dead, so a call allocates four of them (scores, codes, ramp keys,
+    # probabilities) instead of eight; every value is computed by the same operations
+    inference = not measure and not scores.requires_grad
 
     levels = None
     if config.adc:
@@ -385,9 +416,13 @@ def topkima_attention(
             lo, hi = cal.qk_lo, cal.qk_hi
         levels, inside = adc_levels(scores, lo, hi, config.n_codes)
         if config.error_model is not None:
-            # noisy codes replace the ideal ones in place, still as float levels
-            config.error_model.sample_levels_(levels, gen)
-        scores_hat = adc_dequantize(scores, levels, lo, hi, config.n_codes, inside)
+            # noisy codes replace the ideal ones in place, still as float levels; before
+            # the ramp top-k below, so a column's static error changes which keys win.
+            # No generator: torch's default one of the tensors' device
+            config.error_model.sample_levels_(levels, generator)
+        # the raw scores are dead after the ADC unless a gradient or statistic needs them
+        scores_hat = adc_dequantize(scores, levels, lo, hi, config.n_codes, inside,
+                                    out=scores if inference else None)
     else:
         scores_hat = scores
 
@@ -395,9 +430,17 @@ def topkima_attention(
     selection = None
     n_keys = scores.shape[-1]
     top_k = config.k is not None and (config.k < n_keys or config.crossbar_cols is not None)
-    # the full softmax is needed without top-k, or as TFCBP's backward
-    probs = torch.softmax(logits, dim=-1) if not top_k or logits.requires_grad else logits
-    if top_k:
+    if top_k and levels is not None and inference:
+        # the ramp's selection as 0 (kept) / -1 (dropped) offsets: kept logits stay as they
+        # are, dropped ones become exactly ``neg``, with float arithmetic only (see
+        # ramp_drop_offsets); logits are this call's own tensor here
+        off = ramp_drop_offsets(levels, config.k, config.n_codes, valid, config.crossbar_cols)
+        logits.addcmul_(logits, off).add_(off, alpha=-neg)
+        probs = torch.softmax(logits, dim=-1)
+    else:
+        # the full softmax is needed without top-k, or as TFCBP's backward
+        probs = torch.softmax(logits, dim=-1) if not top_k or logits.requires_grad else logits
+    if top_k and not (levels is not None and inference):
         if levels is not None:
             selection = ramp_topk(
                 levels, config.k, config.n_codes, valid, config.crossbar_cols, stats=stats
@@ -415,7 +458,11 @@ def topkima_attention(
 
     if config.quantize:
         a_lv = 2**config.n_bits_a - 1
-        probs = quantize_unsigned(probs, a_lv, torch.tensor(1.0 / a_lv, dtype=probs.dtype))
+        a_step = torch.tensor(1.0 / a_lv, dtype=probs.dtype)
+        if probs.requires_grad:
+            probs = quantize_unsigned(probs, a_lv, a_step)
+        else:
+            probs = quantize_probs_(probs, a_lv, a_step)  # probs are this call's own
     out = torch.matmul(probs, v)
 
     av_codes_n = config.av_n_codes()
@@ -424,8 +471,9 @@ def topkima_attention(
         bot = _pick(cal.av_lo, -top)
         av_lv, av_in = adc_levels(out, bot, top, av_codes_n)
         if config.av_error is not None:
-            config.av_error.sample_levels_(av_lv, gen)
-        out = adc_dequantize(out, av_lv, bot, top, av_codes_n, av_in)
+            config.av_error.sample_levels_(av_lv, generator)
+        out = adc_dequantize(out, av_lv, bot, top, av_codes_n, av_in,
+                             out=None if out.requires_grad else out)
 
     ranges: dict[str, torch.Tensor] = {}
     if measure:

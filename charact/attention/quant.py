@@ -119,6 +119,17 @@ def quantize_unsigned(x: torch.Tensor, max_level: int, scale: torch.Tensor) -> t
     return fake_quantize(x, torch.zeros((), dtype=x.dtype, device=x.device), scale, max_level)
 
 
+def quantize_probs_(p: torch.Tensor, max_level: int, scale: torch.Tensor) -> torch.Tensor:
+    """In place and without a gradient, :func:`quantize_unsigned` of probabilities.
+
+    The same values bit for bit on any ``p`` without -0 (a softmax output is >= +0): the
+    subtraction and addition of the zero offset that :func:`fake_quantize` does are exact
+    identities there, so they, and the temporary they need, are left out.
+    """
+    step = _as(scale, p).clamp_min(1e-12)
+    return p.div_(step).clamp_(0, max_level).round_().mul_(step)
+
+
 def integer_levels(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The integer levels (as int64) of an already quantized tensor."""
     return torch.round(x_q / _as(scale, x_q)).long()
@@ -155,18 +166,19 @@ def adc_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int)
 
 def adc_dequantize(
     x: torch.Tensor, codes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n_codes: int,
-    inside: torch.Tensor | None = None,
+    inside: torch.Tensor | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Value of ``codes`` with a straight-through gradient to ``x`` inside ``[lo, hi]``.
 
     ``codes`` (integer, or float levels from :func:`adc_levels`) may differ from the ideal
     codes of ``x`` (injected error): the forward value is that of ``codes``, the gradient
     that of the clipped ``x``. ``inside`` is the mask from :func:`adc_levels` if at hand.
+    ``out``: where to write the value (may be ``x`` itself when ``x`` needs no gradient).
     """
     lo_t = _as(lo, x)
     lsb = adc_lsb(lo, hi, n_codes, x)
     # integer codes times the float step: one pass, the conversion inside it
-    value = torch.mul(codes, lsb).add_(lo_t)
+    value = torch.mul(codes, lsb, out=out).add_(lo_t)
     if not x.requires_grad:
         return value
     if inside is None:

@@ -85,6 +85,40 @@ def ramp_order_key(
     return key
 
 
+def _ramp_threshold(
+    codes: torch.Tensor, k: int, n_codes: int, valid: torch.Tensor | None,
+    crossbar_cols: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``(key, kth_key, k_i)``: the ramp order keys viewed as (..., n_xb, cols) (padding
+    columns -1) and, per query and crossbar, the smallest key kept (..., n_xb, 1): the
+    k_i-th crossing, at least 0 so that masked and padding keys (-1) are never kept, and
+    +inf on a crossbar with k_i = 0. ``key`` is a fresh tensor the caller may overwrite."""
+    n_keys = codes.shape[-1]
+    if valid is not None:
+        valid = valid.expand_as(codes)
+    key = ramp_order_key(codes, n_codes, valid)
+    k_i = crossbar_k_split(n_keys, k, crossbar_cols)
+    cols = n_keys if len(k_i) == 1 else int(crossbar_cols)  # type: ignore[arg-type]
+    n_xb = len(k_i)
+    pad = n_xb * cols - n_keys
+    if pad:
+        key = torch.nn.functional.pad(key, (0, pad), value=-1.0)
+    key = key.view(*codes.shape[:-1], n_xb, cols)
+    k_max = max(max(k_i), 1)
+    top_key = _top_values(key, k_max)
+    if n_xb == 1 and k_i[0] >= 1:
+        # one crossbar: the k-th crossing is a plain slice (no index tensor to build,
+        # which on a GPU would be a host-to-device copy per call)
+        kth_key = top_key[..., k_i[0] - 1 : k_i[0]].clamp_min(0.0)
+        return key, kth_key, k_i
+    k_t = torch.tensor(k_i, device=codes.device)
+    # the k_i-th crossing (or fewer, if the crossbar has fewer keys) sets the stop
+    last = (k_t - 1).clamp_min(0).expand(top_key.shape[:-1])
+    kth_key = top_key.gather(-1, last.unsqueeze(-1))  # (..., n_xb, 1)
+    kth_key = kth_key.masked_fill((k_t == 0)[:, None], float("inf")).clamp_min_(0.0)
+    return key, kth_key, k_i
+
+
 def ramp_topk(
     codes: torch.Tensor,
     k: int,
@@ -100,27 +134,13 @@ def ramp_topk(
     ``stats=False`` skips the stopping-cycle statistics.
     """
     n_keys = codes.shape[-1]
-    if valid is not None:
-        valid = valid.expand_as(codes)
-    key = ramp_order_key(codes, n_codes, valid)
-    k_i = crossbar_k_split(n_keys, k, crossbar_cols)
-    cols = n_keys if len(k_i) == 1 else int(crossbar_cols)  # type: ignore[arg-type]
-    n_xb = len(k_i)
-    pad = n_xb * cols - n_keys
-    if pad:
-        key = torch.nn.functional.pad(key, (0, pad), value=-1.0)
-    key = key.view(*codes.shape[:-1], n_xb, cols)
-    k_max = max(max(k_i), 1)
-    top_key = _top_values(key, k_max)
-    k_t = torch.tensor(k_i, device=codes.device)
-    # the k_i-th crossing (or fewer, if the crossbar has fewer keys) sets the stop
-    last = (k_t - 1).clamp_min(0).expand(top_key.shape[:-1])
-    kth_key = top_key.gather(-1, last.unsqueeze(-1))  # (..., n_xb, 1)
-    kth_key = kth_key.masked_fill((k_t == 0)[:, None], float("inf")).clamp_min_(0.0)
+    key, kth_key, k_i = _ramp_threshold(codes, k, n_codes, valid, crossbar_cols)
+    n_xb, cols = key.shape[-2], key.shape[-1]
     selected = (key >= kth_key).view(*codes.shape[:-1], n_xb * cols)[..., :n_keys]
     if not stats:
         return RampSelection(selected, None, None, k_i, n_codes)
 
+    k_t = torch.tensor(k_i, device=codes.device)
     kth_key = kth_key.squeeze(-1)
     n_valid = (key >= 0).sum(-1)
     kth_code = torch.div(kth_key, n_keys, rounding_mode="floor").long()
@@ -134,6 +154,31 @@ def ramp_topk(
     stop_cycle = stop_cycle.masked_fill(none, -1)
     n_tied = n_tied.masked_fill(none, 0)
     return RampSelection(selected, stop_cycle, n_tied, k_i, n_codes)
+
+
+def ramp_drop_offsets(
+    codes: torch.Tensor,
+    k: int,
+    n_codes: int,
+    valid: torch.Tensor | None = None,
+    crossbar_cols: int | None = None,
+) -> torch.Tensor:
+    """The selection of :func:`ramp_topk` as a float tensor (..., L): 0 where the ramp
+    keeps a key, -1 where it drops one (the same keys, ties and sub-top-k included).
+
+    For the inference hot path: with ``off`` this, ``x.addcmul_(x, off).add_(off,
+    alpha=M)`` leaves a kept (finite) ``x`` exactly as it is and turns a dropped one into
+    exactly ``-M``: four float passes, where a bool compare and ``torch.where`` (the CPU
+    kernels writing and reading bool masks are slow) took twice as long (about 1.7 against
+    3.3 ms on (2, 4, 384, 384) scores, one thread). Keys are exact integers, so
+    ``clamp(key - kth, -1, 0)`` is 0 exactly for keys at or above the k-th crossing and
+    -1 for every other one (+inf on a crossbar with k_i = 0 gives -1 too).
+    """
+    n_keys = codes.shape[-1]
+    key, kth_key, _ = _ramp_threshold(codes, k, n_codes, valid, crossbar_cols)
+    n_xb, cols = key.shape[-2], key.shape[-1]
+    off = key.sub_(kth_key).clamp_(-1.0, 0.0)
+    return off.view(*codes.shape[:-1], n_xb * cols)[..., :n_keys]
 
 
 def _top_values(key: torch.Tensor, k: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from charact.attention.data import ImageData
-from charact.attention.pipeline import AttentionConfig
+from charact.attention.pipeline import AttentionConfig, bind_chip
 from charact.attention.vit import TopkimaViT, ViTConfig
 
 SCHEMES = ("tfcbp", "inference", "full")
@@ -92,9 +92,14 @@ def train_model(
     started to concentrate on a few keys the two agree and TFCBP takes over.
     The trained model is calibrated on its first training images
     (:meth:`~charact.attention.vit.TopkimaViT.calibrate`).
+
+    Device: the data's. The initial weights are drawn on the CPU and the image order by a
+    CPU generator, so every device starts from the same weights and sees the same batches
+    (see :mod:`charact.attention.device`).
     """
+    device = data.x_train.device
     torch.manual_seed(seed)
-    model = TopkimaViT(vit)
+    model = TopkimaViT(vit).to(device)
     x, y = data.x_train, data.y_train
     if train.n_train is not None:
         x, y = x[: train.n_train], y[: train.n_train]
@@ -120,10 +125,12 @@ def train_model(
     model.train()
     step = 0
     epoch_loss: list[float] = []
-    max_grad = 0.0
+    # loss and gradient norm stay on the device until an epoch ends (no host round trip
+    # per step on a GPU); float64 sums give exactly the Python float sums they replace
+    max_grad = torch.zeros((), dtype=torch.float64, device=device)
     for epoch in range(train.epochs):
-        perm = torch.randperm(n, generator=gen)
-        run_loss = 0.0
+        perm = torch.randperm(n, generator=gen).to(device)
+        run_loss = torch.zeros((), dtype=torch.float64, device=device)
         for i in range(steps_per_epoch):
             if step == softmax_steps and softmax_steps:
                 model.set_attention(attn)
@@ -132,12 +139,13 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            max_grad = max(max_grad, float(norm))
+            # fmax: a NaN norm leaves the maximum as it was, as Python max did
+            torch.fmax(max_grad, norm.detach().to(torch.float64), out=max_grad)
             opt.step()
             sched.step()
             step += 1
-            run_loss += float(loss.detach())
-        epoch_loss.append(run_loss / steps_per_epoch)
+            run_loss += loss.detach().to(torch.float64)
+        epoch_loss.append(float(run_loss) / steps_per_epoch)
         if log:
             print(f"  epoch {epoch + 1}/{train.epochs} mean loss {epoch_loss[-1]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -146,7 +154,7 @@ def train_model(
     model.eval()
     return model, {**asdict(train), "train_seconds": time.perf_counter() - t0,
                    "final_loss": epoch_loss[-1] if epoch_loss else float("nan"),
-                   "epoch_loss": epoch_loss, "max_grad_norm": max_grad,
+                   "epoch_loss": epoch_loss, "max_grad_norm": float(max_grad),
                    "softmax_warmup_steps": softmax_steps, "n_train": n}
 
 
@@ -154,33 +162,43 @@ def train_model(
 def evaluate(
     model: TopkimaViT, data: ImageData, attn: AttentionConfig, seed: int,
     batch_size: int = 500, n_test: int | None = None, stats_queries: int = 0,
+    chip: int | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """Test accuracy with ``attn`` in every layer, and the ramp statistics.
 
-    Injected errors draw from a generator seeded with ``seed``. The statistics table has
-    one row per (query, layer, head, crossbar) for the first ``stats_queries`` images'
-    queries (none when 0 or when the run has no ramp top-k).
+    Injected errors draw their per-conversion noise from a generator seeded with ``seed``
+    on the model's device (the same seed draws other errors on a GPU than on the CPU).
+    ``chip``: the simulated chip whose per-column static errors a structured error model
+    injects (layer ``i`` gets array ``i`` of that chip, :func:`bind_chip`); it changes
+    nothing for a model without them. Only the evaluation changes: the weights and the
+    calibration are the model's. The statistics table has one row per (query, layer,
+    head, crossbar) for the first ``stats_queries`` images' queries (none when 0 or when
+    the run has no ramp top-k).
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     model.eval()
     model.set_attention(attn, gen)
+    if chip is not None:
+        for i, layer in enumerate(model.attention_layers()):
+            layer.config = bind_chip(attn, chip, i)
     x, y = data.x_test, data.y_test
     if n_test is not None:
         x, y = x[:n_test], y[:n_test]
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # summed on the device
     frames = []
     n_stat_images = 0
     for i in range(0, len(y), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         want = min(len(yb), max(0, stats_queries - n_stat_images))
         model.set_record(want > 0)
-        correct += int((model(xb).argmax(-1) == yb).sum())
+        correct += (model(xb).argmax(-1) == yb).sum()
         if want > 0:
             frames.extend(_selection_frames(model, want))
             n_stat_images += want
     model.set_record(False)
     stats = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return correct / max(1, len(y)), stats
+    return int(correct) / max(1, len(y)), stats
 
 
 def _selection_frames(model: TopkimaViT, n_images: int) -> list[pd.DataFrame]:
@@ -189,8 +207,8 @@ def _selection_frames(model: TopkimaViT, n_images: int) -> list[pd.DataFrame]:
         sel = attn.last_selection
         if sel is None or sel.stop_cycle is None:
             continue
-        stop = sel.stop_cycle[:n_images]  # (B, H, Lq, n_xb)
-        tied = sel.n_tied[:n_images]
+        stop = sel.stop_cycle[:n_images].cpu()  # (B, H, Lq, n_xb)
+        tied = sel.n_tied[:n_images].cpu()
         b, h, lq, n_xb = stop.shape
         grid = torch.stack(torch.meshgrid(
             torch.arange(b), torch.arange(h), torch.arange(lq), torch.arange(n_xb), indexing="ij"

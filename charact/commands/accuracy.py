@@ -72,10 +72,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="code-error model files (charact.lookup format) injected on Q.K^T and "
                    "A.V at evaluation")
     p.add_argument("--error-k", type=int, default=5, help="k of the error runs (default 5)")
+    p.add_argument("--pvt", metavar="CORNER/VDD/TEMP",
+                   help="the error models' PVT point, e.g. SS/1/125 (default: each model's "
+                   "nominal point)")
+    p.add_argument("--chips", type=int,
+                   help="simulated chips per error setting: independent draws of the "
+                   "per-column static errors, each evaluated with the same trained weights on "
+                   "the same test set; reports the mean over chips and the 5th percentile "
+                   "(default 1, or 10 when a model has a static part)")
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="parallel training processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where data, models and error generators live: auto = cuda when "
+                   "torch sees a CUDA GPU, else cpu (default auto). Runs are reproducible per "
+                   "device; CPU and GPU numbers differ (error draws, summation order, TF32)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (torch.use_deterministic_algorithms) and no "
+                   "TF32, so repeated GPU runs agree; slower, and the GPU still differs "
+                   "from the CPU")
     p.add_argument("--stats-queries", type=int, default=16,
                    help="test images whose ramp statistics are recorded per setting (default 16)")
     p.add_argument("--error-on", choices=("both", "qk", "av"), default="both",
@@ -110,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError as exc:
         raise UserError("charact accuracy needs torch: pip install 'charact[torch]'") from exc
-    from charact.attention.accuracy import SweepSpec, parse_crossbar, parse_k, run_sweep
+    from charact.attention import experiment
+    from charact.attention.device import resolve_device
+    from charact.attention.settings import parse_crossbar, parse_k, parse_pvt
 
     base = QUICK if args.quick else FULL_DEFAULTS
     pick = {key: getattr(args, key, None) for key in base}
@@ -127,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"error model file not found: {e}")
     # every numeric flag, before any data is loaded or a model trained
     for name in ("n_train", "n_test", "epochs", "jobs", "threads", "batch_size", "dim",
-                 "depth", "heads", "crossbar_k", "error_k"):
+                 "depth", "heads", "crossbar_k", "error_k", "chips"):
         val = pick[name] if name in pick else getattr(args, name, None)
         if val is not None and val < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
@@ -140,10 +158,19 @@ def run(args: argparse.Namespace) -> int:
     negative = [s for s in pick["seeds"] if s < 0]
     if negative:
         raise UserError(f"--seeds must be integers >= 0, got {negative[0]}")
+    # a missing GPU is one line here, before any data is loaded or a model trained
+    device = resolve_device(args.device)
+    pvt = None if args.pvt is None else parse_pvt(args.pvt)
+    if not errors and (pvt is not None or args.chips is not None):
+        flag = "--pvt" if pvt is not None else "--chips"
+        raise UserError(f"{flag} applies to injected errors; give --error-model MODEL")
+    if pvt is not None:
+        # every model must have the point: refused here, before any data or training
+        experiment.load_error_tables(tuple(errors), pvt)
     run_name = check_name(args.run or ("quick" if args.quick else "default"), "--run")
     # the run folder is checked before training, not when the results are written
     check_output_dir(Path(args.out) / run_name, "--out/--run")
-    spec = SweepSpec(
+    spec = experiment.AccuracySpec(
         run=run_name,
         dataset=pick["dataset"], data_root=args.data_root,
         n_train=pick["n_train"], n_test=args.n_test, epochs=pick["epochs"],
@@ -153,15 +180,16 @@ def run(args: argparse.Namespace) -> int:
         schemes=tuple(args.schemes or ("tfcbp", "inference", "full")),
         crossbars=tuple(parse_crossbar(c) for c in pick["crossbars"]),
         crossbar_k=args.crossbar_k, error_models=tuple(errors), error_k=args.error_k,
-        error_on=args.error_on,
+        error_on=args.error_on, pvt=pvt, chips=args.chips,
         seeds=tuple(pick["seeds"]), stats_queries=args.stats_queries, reuse=args.reuse,
         jobs=args.jobs,
-        threads=args.threads, out_root=args.out,
+        threads=args.threads, out_root=args.out, device=device,
+        deterministic=args.deterministic,
     )
     if args.reuse is not None and not (Path(args.reuse) / "models").is_dir():
         raise UserError(f"--reuse {args.reuse}: no models/ folder from an earlier run there")
     if spec.dim % spec.heads:
         raise UserError(f"--dim {spec.dim} is not a multiple of --heads {spec.heads}")
-    out = run_sweep(spec, argv=sys.argv[1:])
+    out = experiment.run_accuracy(spec, argv=sys.argv[1:])
     print(f"wrote {out}/accuracy.md")
     return 0

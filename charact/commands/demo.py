@@ -5,7 +5,8 @@
    ngspice, FreePDK45), converting stratified random patterns.
 3. Fits: the column's code-error model and the sense amplifier's PVT table; the error
    table and a Fig. 4(b)-style plot.
-4. An accuracy run of top-k attention (quick mode) with the fitted error model injected.
+4. An accuracy run of top-k attention (quick mode) with the fitted error model injected
+   into three simulated chips.
 5. The latency/energy roll-up fed by the α measured in step 4, the sense-amplifier delay
    from step 3 and T_arb from the shipped arbiter/encoder model when there is one.
 
@@ -55,8 +56,10 @@ n_dims = 4
 """
 
 COLUMN_SPEC = """\
-# Demo: a 4-dimension in-memory-ADC column, 8 columns per deck, four Monte-Carlo dies at
-# NOM, each converting 16 stratified random patterns (every code twice over the dies).
+# Demo: a 4-dimension in-memory-ADC column, 4 columns per deck, four Monte-Carlo dies at
+# NOM, each converting 16 stratified random patterns (every code twice over the dies;
+# four conversions per physical column, so the fit can separate a column's static error
+# from its per-conversion noise).
 schema = "charact.sweep/1"
 name = "demo_column"
 block = "ima_column"
@@ -68,7 +71,7 @@ samples = 4
 seed = 3
 [measure]
 n_dims = 4
-n_cols = 8
+n_cols = 4
 conversions = 16
 patterns = "stratified"
 calibration = "{cal}"
@@ -154,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.skip_accuracy:
         _step("4. accuracy with the fitted error model injected (quick)",
               ["accuracy", "--quick", "--error-model", str(models / "column.json"),
-               "--out", str(out / "accuracy"), "--run", "quick"])
+               "--chips", "3", "--out", str(out / "accuracy"), "--run", "quick"])
         rollup += ["--alpha-from", str(out / "accuracy" / "quick" / "selection_stats.parquet")]
     digital = _shipped_digital_model()
     if digital is not None:

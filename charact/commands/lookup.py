@@ -11,7 +11,7 @@ from pathlib import Path
 from charact.errors import UserError
 from charact.outputs import check_output_dir, check_output_file
 
-KINDS = ("auto", "code_error", "pvt_table")
+KINDS = ("auto", "code_error", "pvt_table", "grid_table")
 # A code-error model holds n_codes x n_codes tables per PVT point (and the fit builds
 # larger intermediates): 1024 codes is a 10-bit ADC, far beyond the 5-bit column.
 MIN_CODES, MAX_CODES, DEFAULT_CODES = 2, 1024, 32
@@ -28,13 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="models/NAME.json",
                    help="the model file to write (.json)")
     p.add_argument("--kind", choices=KINDS, default="auto",
-                   help="auto: code_error if the table has code_ideal, else pvt_table")
+                   help="auto: code_error if the table has code_ideal, grid_table if the "
+                   "sweep's block declares lookup axes (the gain-cell blocks), else pvt_table")
     p.add_argument("--values", default=None, metavar="COL1,COL2",
                    help="pvt_table: the columns to tabulate (default: all numeric "
                    "measurement columns)")
     p.add_argument("--by", default=None, metavar="COL1,COL2",
                    help="pvt_table: condition columns (e.g. vcm) that split each value; "
-                   "default: the spec's [conditions] axes found in the table")
+                   "default: the spec's [conditions] axes found in the table. grid_table: "
+                   "the interpolation axes; default: the block's lookup axes")
     p.add_argument("--n-codes", type=int, default=None,
                    help=f"code_error only (refused for a pvt_table): number of ADC codes, "
                    f"{MIN_CODES} to {MAX_CODES} (default {DEFAULT_CODES})")
@@ -42,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="code_error only (refused for a pvt_table): pseudo-samples of the "
                    "Gaussian prior per ideal code, finite and >= 0 "
                    f"(default {DEFAULT_SMOOTHING:g})")
+    p.add_argument("--unstructured", action="store_true",
+                   help="code_error only: fit only the table pooled over columns, without "
+                   "the per-column static part (offset, gain error) that is fitted when the "
+                   "table has seed, die, col")
     p.set_defaults(func=run_fit)
 
     p = subparsers.add_parser(
@@ -114,6 +120,31 @@ def _fit_pvt(table, manifest: dict, prov: dict, values: list[str] | None,
     return fitting.fit_pvt_table(table, values, prov, by=by, units=units)
 
 
+def _fit_grid(table, manifest: dict, prov: dict, values: list[str] | None,
+              axes: list[str] | None, units: dict[str, str]):
+    from charact.lookup.grid_table import block_lookup_axes, fit_grid_table
+
+    axes = axes or block_lookup_axes(manifest)
+    if not axes:
+        raise UserError("a grid_table fit needs its axes: --by COL1,COL2 (this sweep's block "
+                        "declares none)")
+    return fit_grid_table(table, axes, values, prov, units=units,
+                          conditions=_condition_columns(manifest, list(table.columns)))
+
+
+def _load_model(path):
+    """Any model file: a grid table here, the other kinds through ``export.load_model``."""
+    from charact.lookup import export, fileformat
+    from charact.lookup.grid_table import GridTableModel
+
+    doc = fileformat.read_model_document(path)
+    if doc.kind != GridTableModel.kind:
+        return export.load_model(path)
+    model = GridTableModel.from_data(doc.data, doc.provenance, str(path))
+    model.schema = doc.schema
+    return model
+
+
 def _check_n_codes(n_codes: int) -> int:
     if not MIN_CODES <= n_codes <= MAX_CODES:
         raise UserError(f"--n-codes must be {MIN_CODES} to {MAX_CODES}, got {n_codes}")
@@ -122,6 +153,7 @@ def _check_n_codes(n_codes: int) -> int:
 
 def run_fit(args: argparse.Namespace) -> int:
     from charact.lookup import fit as fitting
+    from charact.lookup.grid_table import block_lookup_axes
 
     out = Path(args.output)
     if out.suffix.lower() != ".json":
@@ -136,7 +168,8 @@ def run_fit(args: argparse.Namespace) -> int:
     table, manifest = sweep.table, sweep.manifest
     kind = args.kind
     if kind == "auto":
-        kind = "code_error" if "code_ideal" in table.columns else "pvt_table"
+        kind = "code_error" if "code_ideal" in table.columns else \
+            "grid_table" if block_lookup_axes(manifest) else "pvt_table"
     prov = fitting.provenance_from_sweep(sweep)
     prov["command"] = _command_line(args, "sweep_dir")
     if kind == "code_error":
@@ -145,21 +178,32 @@ def run_fit(args: argparse.Namespace) -> int:
         model = fitting.fit_error_model(
             table, DEFAULT_CODES if args.n_codes is None else args.n_codes, prov,
             smoothing=DEFAULT_SMOOTHING if args.smoothing is None else args.smoothing,
-            nominal_vdd=sweep.vdd_nominal, nominal_temp=sweep.temp_nominal)
+            nominal_vdd=sweep.vdd_nominal, nominal_temp=sweep.temp_nominal,
+            structured=False if args.unstructured else None)
     else:
-        # a PVT table has no codes and no prior: refused rather than silently ignored
-        given = [f for f, v in (("--n-codes", args.n_codes), ("--smoothing", args.smoothing))
+        # a PVT or grid table has no codes and no prior: refused rather than silently ignored
+        given = [f for f, v in (("--n-codes", args.n_codes), ("--smoothing", args.smoothing),
+                                ("--unstructured", args.unstructured or None))
                  if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} apply to code_error fits; this is a "
-                            "pvt_table fit (the table has no 'code_ideal' column)")
-        model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by),
-                         sweep.units)
+                            f"{kind} fit (the table has no 'code_ideal' column)")
+        if kind == "grid_table":
+            model = _fit_grid(table, manifest, prov, _split(args.values), _split(args.by),
+                              sweep.units)
+        else:
+            model = _fit_pvt(table, manifest, prov, _split(args.values), _split(args.by),
+                             sweep.units)
     model.save(out)
     if kind == "code_error":
         print(f"wrote {out}: code_error model, {len(model.points)} PVT point(s), "
               f"{model.n_codes} codes, {model.provenance['rows_total']} rows "
-              f"({model.provenance['rows_failed']} failed, excluded)")
+              f"({model.provenance['rows_failed']} failed, excluded), "
+              + ("per-column static part" if model.structured else "pooled tables only"))
+    elif kind == "grid_table":
+        print(f"wrote {out}: grid_table model, corners {', '.join(model.corners)}, axes "
+              f"{', '.join(model.axes)}, {len(model.names)} value(s): "
+              f"{_short_list(model.names)}")
     else:
         print(f"wrote {out}: pvt_table model, corners {', '.join(model.corners)}, "
               f"{len(model.names)} value(s): {_short_list(model.names)}")
@@ -170,6 +214,7 @@ def run_export(args: argparse.Namespace) -> int:
     from charact.lookup import export, fileformat
     from charact.lookup import fit as fitting
     from charact.lookup.error_model import ErrorModel
+    from charact.lookup.grid_table import GridTableModel, block_lookup_axes
 
     src = Path(args.source)
     formats = [s for s, on in (("csv", args.csv), ("parquet", args.parquet)) if on] or ["csv"]
@@ -182,11 +227,17 @@ def run_export(args: argparse.Namespace) -> int:
         prov = fitting.provenance_from_sweep(sweep)
         if "code_ideal" in table.columns:
             # a sweep's error table is the raw empirical one: no smoothing, observed codes
+            # the static part where the sweep has enough per column (a diagnostic export,
+            # not a model: a thin sweep still exports its raw table)
             model = fitting.fit_error_model(table, args.n_codes, prov, smoothing=0.0,
                                             nominal_vdd=sweep.vdd_nominal,
-                                            nominal_temp=sweep.temp_nominal)
+                                            nominal_temp=sweep.temp_nominal, fallback=True)
             frame = export.error_table_frame(model, observed_only=True)
             stem = "error_table"
+        elif block_lookup_axes(manifest):
+            model = _fit_grid(table, manifest, prov, None, None, sweep.units)
+            frame = model.frame()
+            stem = "grid_table"
         else:
             model = _fit_pvt(table, manifest, prov, None, None, sweep.units)
             frame = export.pvt_table_frame(model)
@@ -195,10 +246,13 @@ def run_export(args: argparse.Namespace) -> int:
         digest = prov["sweep"]["table_sha256"]
     else:
         src = fileformat.resolve_model_path(src)  # a path, or the name of a shipped model
-        model = export.load_model(src)
+        model = _load_model(src)
         if isinstance(model, ErrorModel):
             frame = export.error_table_frame(model)
             stem = f"{src.stem}.error_table"
+        elif isinstance(model, GridTableModel):
+            frame = model.frame()
+            stem = f"{src.stem}.grid_table"
         else:
             frame = export.pvt_table_frame(model)
             stem = f"{src.stem}.pvt_table"
@@ -219,20 +273,24 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from charact.lookup import export
+    from charact.lookup import grid_table as grid
     from charact.lookup.error_model import ErrorModel
 
-    model = export.load_model(args.model)
+    model = _load_model(args.model)
     if args.plot:
         # checked before the summary is printed: a refused plot prints only the error
         if not str(args.plot).lower().endswith(".png"):
             raise UserError(f"--plot writes a PNG; give a .png path, not {args.plot}")
         check_output_file(args.plot, "--plot")
-    print(export.summary(model, args.model))
+    is_grid = isinstance(model, grid.GridTableModel)
+    print(grid.summary(model, args.model) if is_grid else export.summary(model, args.model))
     if args.plot:
         from charact.lookup import plot
 
         title = Path(args.model).name
-        if isinstance(model, ErrorModel):
+        if is_grid:
+            grid.plot(model, args.plot, title=title)
+        elif isinstance(model, ErrorModel):
             plot.plot_error_model(model, args.plot, title=title)
         else:
             plot.plot_pvt_table(model, args.plot, title=title)

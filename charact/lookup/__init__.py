@@ -14,12 +14,16 @@ from charact.lookup.error_model import (
     error_model_from_samples,
 )
 from charact.lookup.fileformat import SCHEMA
+from charact.lookup.structured import ChipColumnErrors, PointErrorModel, StaticPart
 
 __all__ = [
     "PVT",
     "QUANTILES",
     "SCHEMA",
+    "ChipColumnErrors",
     "CodeErrorTable",
     "ErrorModel",
+    "PointErrorModel",
+    "StaticPart",
     "error_model_from_samples",
 ]

@@ -3,8 +3,13 @@
 This is the API the attention pipeline codes against::
 
     model = ErrorModel.load("models/column_nom.json")
-    table = model.table()                     # the nominal PVT point
+    table = model.table()                     # the nominal PVT point (pooled over columns)
     noisy = table.sample(ideal_codes, rng)    # numpy array or torch tensor in, same out
+    point = model.point("SS", 1.0, 125.0)     # both parts of a structured model's point
+    chip = point.for_chip(chip=3, layer=0, site="qk")  # one simulated die's columns
+    noisy = chip.sample(ideal_codes, rng)     # static per-column error + fresh noise
+
+(the structured part lives in :mod:`charact.lookup.structured`).
 
 Sampling uses one Walker/Vose alias table per ideal code: per element one random word (split
 into column and threshold bits), one gather and a few in-place integer steps, whatever the
@@ -167,6 +172,20 @@ def _word_source(rng: Any, device: Any, torch: Any) -> Any:
     return on_device
 
 
+def numpy_codes(ideal: Any, rng: Any) -> tuple[np.ndarray, np.random.Generator]:
+    """Ideal codes as an integer array and ``rng`` as a numpy Generator (an int seed or
+    None makes one); anything else is a UserError."""
+    arr = np.asarray(ideal)
+    if arr.dtype.kind not in "iu":
+        raise UserError(f"ideal codes must be an integer array, got dtype {arr.dtype}")
+    if not isinstance(rng, np.random.Generator):
+        if rng is not None and not isinstance(rng, (int, np.integer)):
+            raise UserError(f"rng for numpy input must be a numpy Generator or an int "
+                            f"seed, got {type(rng).__name__}")
+        rng = np.random.default_rng(rng)
+    return arr, rng
+
+
 class CodeErrorTable:
     """The converted-code distribution at one PVT point.
 
@@ -253,14 +272,7 @@ class CodeErrorTable:
                             f"{self.n_codes}-code model, got {lo}..{hi}")
 
     def _sample_numpy(self, ideal: Any, rng: Any) -> np.ndarray:
-        arr = np.asarray(ideal)
-        if arr.dtype.kind not in "iu":
-            raise UserError(f"ideal codes must be an integer array, got dtype {arr.dtype}")
-        if not isinstance(rng, np.random.Generator):
-            if rng is not None and not isinstance(rng, (int, np.integer)):
-                raise UserError(f"rng for numpy input must be a numpy Generator or an int "
-                                f"seed, got {type(rng).__name__}")
-            rng = np.random.default_rng(rng)
+        arr, rng = numpy_codes(ideal, rng)
         if arr.size == 0:
             return arr.copy()
         self._check_range(int(arr.min()), int(arr.max()))
@@ -354,21 +366,41 @@ class CodeErrorTable:
             raise UserError(f"{where}: {exc}") from exc
 
 
+def _norm_pvt(p: PVT | tuple) -> PVT:
+    return PVT(str(p[0]), float(p[1]), float(p[2]))
+
+
 class ErrorModel:
-    """A versioned code-error model: one :class:`CodeErrorTable` per PVT point."""
+    """A versioned code-error model: one :class:`CodeErrorTable` per PVT point (P(out |
+    ideal) pooled over columns) and, for a structured model, per point the per-column
+    static part and the per-conversion table (``structure``: PVT -> ``(StaticPart,
+    CodeErrorTable)``; see :mod:`charact.lookup.structured`). :meth:`point` gives both
+    parts of a point; :meth:`table` the pooled table, as for every model."""
 
     kind = KIND
 
     def __init__(self, tables: dict[PVT, CodeErrorTable], provenance: dict | None = None,
-                 nominal: PVT | None = None) -> None:
+                 nominal: PVT | None = None,
+                 structure: dict[PVT, tuple[Any, CodeErrorTable]] | None = None) -> None:
         if not tables:
             raise UserError("an error model needs at least one PVT point")
         sizes = {t.n_codes for t in tables.values()}
         if len(sizes) != 1:
             raise UserError(f"all PVT points of a model must have the same n_codes, got "
                             f"{sorted(sizes)}")
-        self._tables = {PVT(str(p.corner), float(p.vdd), float(p.temp)): t
-                        for p, t in tables.items()}
+        self._tables = {_norm_pvt(p): t for p, t in tables.items()}
+        self._structure = {_norm_pvt(p): s for p, s in (structure or {}).items()}
+        extra = [p.label() for p in self._structure if p not in self._tables]
+        if extra:
+            raise UserError(f"structure given for PVT point(s) {', '.join(extra)} that the "
+                            "model does not have")
+        n_codes = next(iter(sizes))
+        for p, (_, residual) in self._structure.items():
+            if residual.n_codes != n_codes:
+                raise UserError(f"{p.label()}: the per-conversion table has "
+                                f"{residual.n_codes} codes, the model {n_codes}")
+        #: the file's schema when loaded (a model built in memory writes the current one)
+        self.schema: str = ff.SCHEMA
         self.points: list[PVT] = list(self._tables)
         self.n_codes: int = sizes.pop()
         self.provenance: dict = dict(provenance or {})
@@ -385,15 +417,41 @@ class ErrorModel:
     def _list(self) -> str:
         return ", ".join(p.label() for p in self.points)
 
+    @property
+    def structured(self) -> bool:
+        """Whether any point has a per-column static part."""
+        return bool(self._structure)
+
     def table(self, corner: str | None = None, vdd: float | None = None,
               temp: float | None = None) -> CodeErrorTable:
-        """The table at a PVT point. Fields left None match anything; with all three None,
-        the nominal point (or the only one). A UserError names what does not exist."""
+        """The (pooled) table at a PVT point. Fields left None match anything; with all
+        three None, the nominal point (or the only one). A UserError names what does not
+        exist."""
+        return self._tables[self.resolve(corner, vdd, temp)]
+
+    def point(self, corner: str | None = None, vdd: float | None = None,
+              temp: float | None = None) -> Any:
+        """Both parts of the model at a PVT point (chosen as by :meth:`table`), as a
+        :class:`~charact.lookup.structured.PointErrorModel` (static part None when the
+        point has none)."""
+        from charact.lookup.structured import PointErrorModel
+
+        pvt = self.resolve(corner, vdd, temp)
+        static, residual = self._structure.get(pvt, (None, None))
+        return PointErrorModel(pvt, self._tables[pvt], residual, static)
+
+    def structure(self, pvt: PVT) -> tuple[Any, CodeErrorTable] | None:
+        """``(StaticPart, per-conversion table)`` at exactly ``pvt``, or None."""
+        return self._structure.get(_norm_pvt(pvt))
+
+    def resolve(self, corner: str | None = None, vdd: float | None = None,
+                temp: float | None = None) -> PVT:
+        """The PVT point :meth:`table` and :meth:`point` pick for these fields."""
         if corner is None and vdd is None and temp is None:
             if self.nominal is not None:
-                return self._tables[self.nominal]
+                return self.nominal
             if len(self.points) == 1:
-                return self._tables[self.points[0]]
+                return self.points[0]
             raise UserError(f"this model has {len(self.points)} PVT points and no nominal one; "
                             f"choose corner/vdd/temp from: {self._list()}")
         matches = list(self.points)
@@ -413,26 +471,40 @@ class ErrorModel:
                             f"error tables); points: {self._list()}")
         if len(matches) > 1:
             if self.nominal in matches:
-                return self._tables[self.nominal]
+                return self.nominal
             raise UserError(f"{asked} matches {len(matches)} PVT points; give corner, vdd and "
                             f"temp: {', '.join(p.label() for p in matches)}")
-        return self._tables[matches[0]]
+        return matches[0]
 
     def items(self) -> list[tuple[PVT, CodeErrorTable]]:
         return list(self._tables.items())
 
     # file format
     def to_data(self) -> dict:
+        points = []
+        for p, t in self._tables.items():
+            entry = {"pvt": _pvt_json(p), **t.to_json(), "structure": None}
+            if p in self._structure:
+                static, residual = self._structure[p]
+                res = residual.to_json()
+                for key in ("mac_lo", "mac_hi"):
+                    res.pop(key)
+                entry["structure"] = {"static": static.to_json(), "residual": res}
+            points.append(entry)
         return {"n_codes": self.n_codes,
                 "nominal": None if self.nominal is None else _pvt_json(self.nominal),
-                "points": [{"pvt": _pvt_json(p), **t.to_json()} for p, t in self._tables.items()]}
+                "points": points}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model file atomically (see ``models/README.md``)."""
         ff.write_model_file(path, KIND, self.to_data(), self.provenance)
 
     @classmethod
-    def from_data(cls, data: dict, provenance: dict, name: str) -> ErrorModel:
+    def from_data(cls, data: dict, provenance: dict, name: str,
+                  schema: str = ff.SCHEMA) -> ErrorModel:
+        """The model from a file's ``data``; ``schema`` 1 files have no ``structure``."""
+        from charact.lookup.structured import StaticPart
+
         n_codes = ff.require(data, "n_codes", f"{name}: data")
         if not isinstance(n_codes, int) or isinstance(n_codes, bool) or n_codes < 2:
             raise UserError(f"{name}: data.n_codes must be an integer >= 2, got {n_codes!r}")
@@ -440,24 +512,41 @@ class ErrorModel:
         if not isinstance(points, list) or not points:
             raise UserError(f"{name}: data.points must be a non-empty list")
         tables: dict[PVT, CodeErrorTable] = {}
+        structure: dict[PVT, tuple[StaticPart, CodeErrorTable]] = {}
         for i, obj in enumerate(points):
             where = f"{name}: data.points[{i}]"
             pvt = _pvt_from_json(ff.require(obj, "pvt", where), f"{where}.pvt")
             if pvt in tables:
                 raise UserError(f"{where}: duplicate PVT point {pvt.label()}")
             tables[pvt] = CodeErrorTable.from_json(obj, n_codes, where)
+            st = obj.get("structure")
+            if st is not None:
+                if schema == ff.SCHEMA_V1:
+                    raise UserError(f"{where}: 'structure' needs schema {ff.SCHEMA!r}, the "
+                                    f"file says {schema!r}")
+                if not isinstance(st, dict):
+                    raise UserError(f"{where}.structure: expected a JSON object or null")
+                static = StaticPart.from_json(ff.require(st, "static", f"{where}.structure"),
+                                              f"{where}.structure.static")
+                residual = CodeErrorTable.from_json(
+                    ff.require(st, "residual", f"{where}.structure"), n_codes,
+                    f"{where}.structure.residual")
+                structure[pvt] = (static, residual)
         nominal = ff.require(data, "nominal", f"{name}: data")
         nominal = None if nominal is None else _pvt_from_json(nominal, f"{name}: data.nominal")
         try:
-            return cls(tables, provenance, nominal)
+            model = cls(tables, provenance, nominal, structure)
         except UserError as exc:
             raise UserError(f"{name}: {exc}") from exc
+        model.schema = schema
+        return model
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ErrorModel:
-        """Read and validate a ``code_error`` model file; any problem is one UserError."""
-        _, data, prov = ff.read_model_file(path, KIND)
-        return cls.from_data(data, prov, str(path))
+        """Read and validate a ``code_error`` model file (schema 1 or 2; a schema 1 file is
+        a model without static parts); any problem is one UserError."""
+        doc = ff.read_model_document(path, KIND)
+        return cls.from_data(doc.data, doc.provenance, str(path), doc.schema)
 
 
 def error_model_from_samples(ideal_codes: Any, codes: Any, n_codes: int,

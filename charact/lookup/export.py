@@ -23,15 +23,22 @@ PARQUET_PROVENANCE_KEY = b"charact.provenance"
 
 def load_model(path: str | os.PathLike) -> Model:
     """Load a model file of either kind (validated; UserError on any problem)."""
-    kind, data, prov = ff.read_model_file(path)
-    cls = ErrorModel if kind == ErrorModel.kind else PVTTableModel
-    return cls.from_data(data, prov, str(path))
+    doc = ff.read_model_document(path)
+    if doc.kind == ErrorModel.kind:
+        return ErrorModel.from_data(doc.data, doc.provenance, str(path), doc.schema)
+    model = PVTTableModel.from_data(doc.data, doc.provenance, str(path))
+    model.schema = doc.schema
+    return model
 
 
 def error_table_frame(model: ErrorModel, observed_only: bool = False) -> pd.DataFrame:
     """One row per ideal code per PVT point: count, mean code, mean error, sigma and the
     error quantiles q01..q99 (of converted - ideal), the MAC range mapped to the code when
-    known, the Gaussian fit (mu, sigma, KS, log-likelihood) and the ``interpolated`` flag."""
+    known, the Gaussian fit (mu, sigma, KS, log-likelihood) and the ``interpolated`` flag.
+    All of these describe the table pooled over columns. A structured point adds its
+    parts: ``static_mean_error``/``static_sigma`` (mean and column-to-column sigma of
+    b + g (code - center)), ``residual_mean_error``/``residual_sigma`` (the per-conversion
+    table) and ``n_columns`` behind the fit (NaN and 0 for a point without them)."""
     frames = []
     for pvt, t in model.items():
         codes = np.arange(t.n_codes)
@@ -51,6 +58,20 @@ def error_table_frame(model: ErrorModel, observed_only: bool = False) -> pd.Data
             df[name] = q[:, i]
         for key in ("mu", "sigma", "ks", "loglik"):
             df[f"fit_{key}"] = t.fit.get(key, nan)
+        part = model.structure(pvt)
+        df["structured"] = part is not None
+        if part is not None:
+            static, residual = part
+            df["static_mean_error"] = static.mean_error(codes)
+            df["static_sigma"] = static.sigma(codes)
+            df["residual_mean_error"] = residual.mean_error()
+            df["residual_sigma"] = residual.sigma()
+            df["n_columns"] = int(static.stats.get("n_columns", 0))
+        else:
+            for name in ("static_mean_error", "static_sigma", "residual_mean_error",
+                         "residual_sigma"):
+                df[name] = nan
+            df["n_columns"] = 0
         if observed_only:
             df = df[df["count"] > 0]
         frames.append(df)
@@ -99,7 +120,8 @@ def _fmt(v: Any) -> str:
 def summary(model: Model, path: str | os.PathLike) -> str:
     """The text ``charact show`` prints."""
     prov = model.provenance
-    lines = [f"{'model':<17}{path}", f"{'kind':<17}{model.kind}", f"{'schema':<17}{ff.SCHEMA}"]
+    schema = getattr(model, "schema", ff.SCHEMA)
+    lines = [f"{'model':<17}{path}", f"{'kind':<17}{model.kind}", f"{'schema':<17}{schema}"]
     for key in ("created", "charact_version", "command", "code_revision", "ngspice_version",
                 "seed", "source"):
         if key in prov and prov[key] not in (None, ""):
@@ -133,6 +155,7 @@ def summary(model: Model, path: str | os.PathLike) -> str:
             lines.append("  * nominal (the table a caller gets by default)")
         lines.append("  errors in LSB (codes); mean|err| and mean sigma over observed ideal "
                      "codes; interp. = ideal codes without samples")
+        lines += _static_summary(model)
     else:
         shown = ", ".join(model.names[:8])
         more = f", ... ({len(model.names) - 8} more)" if len(model.names) > 8 else ""
@@ -152,3 +175,31 @@ def summary(model: Model, path: str | os.PathLike) -> str:
                 lines.append(f"    {name:<24} {rng} {unit}  (n = {int(np.nansum(st['count']))}, "
                              f"{int((st['count'] == 0).sum())} empty grid points)")
     return "\n".join(lines)
+
+
+def _pm(stats: dict, key: str, digits: int) -> str:
+    v, se = stats.get(key), stats.get(f"{key}_se")
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" + ("" if se is None else f"±{se:.{digits}f}")
+
+
+def _static_summary(model: ErrorModel) -> list[str]:
+    """The per-column static part of each structured point, with standard errors."""
+    parts = [(p, model.structure(p)) for p in model.points]
+    parts = [(p, s) for p, s in parts if s is not None]
+    if not parts:
+        return ["  static part: none (a pooled table per point; conversions independent)"]
+    lines = ["", "  static part per column, e = b + g (code - center): mean and sigma over "
+             "columns, ± standard error",
+             f"  {'PVT point':<22}{'columns':>8}{'conv.':>8}{'mean b':>15}{'sigma b':>15}"
+             f"{'mean g':>17}{'sigma g':>17}{'resid. sigma':>15}"]
+    for p, (static, _) in parts:
+        st = static.stats
+        lines.append(
+            f"  {p.label():<22}{st.get('n_columns', '-'):>8}{st.get('conversions', '-'):>8}"
+            f"{_pm(st, 'mean_b', 3):>15}{_pm(st, 'sigma_b', 3):>15}{_pm(st, 'mean_g', 4):>17}"
+            f"{_pm(st, 'sigma_g', 4):>17}{_pm(st, 'residual_sigma', 3):>15}")
+    lines.append("  b in LSB, g in LSB per code; resid. sigma: per-conversion scatter about "
+                 "the column's own line (LSB); nominal-only points have no spread")
+    return lines

@@ -2,7 +2,7 @@
 
 A model file is one JSON object::
 
-    {"schema": "charact.lookup/1", "kind": "code_error" | "pvt_table",
+    {"schema": "charact.lookup/2", "kind": "code_error" | "pvt_table",
      "provenance": {...}, "data": {...}, "checksum": "sha256:<hex>"}
 
 The checksum is the sha256 of the canonical JSON (sorted keys, no spaces, ASCII,
@@ -11,6 +11,10 @@ or the provenance is detected. Numeric arrays are written inline as nested lists
 unless the file holds more than :data:`SIDECAR_THRESHOLD` numbers; then they go to
 a sidecar ``<stem>.npz`` next to the JSON and the JSON keeps a reference with the
 array's shape, dtype and sha256 (covered by the checksum).
+
+Versions: files are written as ``charact.lookup/2``; ``charact.lookup/1`` files (before
+code-error points could carry a per-column ``structure``) are read as they are, their
+points having no structure. The envelope, checksum and sidecar are the same in both.
 
 This module knows nothing about what the data means; ``error_model`` and
 ``pvt_table`` build and check their own ``data``.
@@ -27,16 +31,19 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from charact.errors import UserError
 from charact.provenance import write_bytes
 
-SCHEMA = "charact.lookup/1"
+SCHEMA = "charact.lookup/2"
+SCHEMA_V1 = "charact.lookup/1"
+#: the versions this charact reads (it writes only SCHEMA)
+READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA)
 SCHEMA_FAMILY = "charact.lookup/"
-KINDS = ("code_error", "pvt_table")
+KINDS = ("code_error", "pvt_table", "grid_table")
 # Files with more numbers than this put their arrays in a sidecar .npz: below it the
 # JSON stays readable and diff-able (a 32x32 table per PVT point is ~1 k numbers, so
 # even 27 PVT points stay inline).
@@ -199,8 +206,24 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     raise UserError(f"model file not found: {p} (shipped models: {', '.join(names) or 'none'})")
 
 
+class ModelDocument(NamedTuple):
+    """A model file's envelope, validated: its schema version, kind, data and provenance."""
+
+    schema: str
+    kind: str
+    data: dict
+    provenance: dict
+
+
 def read_model_file(path: str | os.PathLike, kind: str | None = None) -> tuple[str, dict, dict]:
-    """Read and validate the envelope; return ``(kind, data, provenance)``.
+    """Read and validate the envelope; return ``(kind, data, provenance)``
+    (:func:`read_model_document` also gives the schema version)."""
+    doc = read_model_document(path, kind)
+    return doc.kind, doc.data, doc.provenance
+
+
+def read_model_document(path: str | os.PathLike, kind: str | None = None) -> ModelDocument:
+    """Read and validate the envelope of a model file of any readable schema version.
 
     A bare name refers to a shipped model (:func:`resolve_model_path`). Arrays from a
     sidecar come back as numpy arrays, inline ones as lists. Every problem is a
@@ -235,9 +258,10 @@ def read_model_file(path: str | os.PathLike, kind: str | None = None) -> tuple[s
         raise UserError(f"{name}: missing field 'schema'")
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_FAMILY):
         raise UserError(f"{name}: unknown schema {schema!r}; expected {SCHEMA!r}")
-    if schema != SCHEMA:
+    if schema not in READABLE_SCHEMAS:
         raise UserError(f"{name}: unsupported schema version {schema!r}; this charact reads "
-                        f"{SCHEMA!r} (upgrade charact or refit the model)")
+                        f"{' and '.join(map(repr, READABLE_SCHEMAS))} (upgrade charact or "
+                        "refit the model)")
     for field in _TOP_FIELDS:
         if field not in doc:
             raise UserError(f"{name}: missing field {field!r}")
@@ -264,7 +288,7 @@ def read_model_file(path: str | os.PathLike, kind: str | None = None) -> tuple[s
             except Exception as exc:  # zip/npy errors come in many types
                 raise UserError(f"{side}: sidecar is unreadable ({exc})") from exc
         data = _internalize(data, arrays, name)
-    return doc["kind"], data, doc["provenance"]
+    return ModelDocument(schema, doc["kind"], data, doc["provenance"])
 
 
 class _NonFinite(str):

@@ -1,7 +1,9 @@
 """Fitting sweep tables into lookup models.
 
 * :func:`fit_error_model`: a column-conversion table (``code_ideal``, ``code`` per row) into
-  a ``code_error`` model, one smoothed P(code | code_ideal) table per PVT point.
+  a ``code_error`` model, one smoothed P(code | code_ideal) table per PVT point, plus, when
+  the rows say which physical column converted them (``seed, die, col``), the per-column
+  static part and the per-conversion table (:mod:`charact.lookup.static_fit`).
 * :func:`fit_pvt_table`: any per-sample table with ``corner, vdd, temp`` into a
   ``pvt_table`` model of mean / sigma / count per grid point.
 * :func:`read_sweep_folder`: a sweep folder's table and manifest, with the technology's
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from charact.tables import SweepTable, manifest_vdd_nominal, read_sweep
 
 PVT_COLUMNS = ("corner", "vdd", "temp")
 CODE_COLUMNS = ("code_ideal", "code")
+#: a physical column: the die's stream seed, the die (-1: nominal devices), the column
+COLUMN_ID = ("seed", "die", "col")
 # Numeric columns that describe how a row was made, never a measurement.
 BOOKKEEPING = frozenset({
     "vdd", "temp", "sample", "seed", "die", "mc_seed", "job", "job_id", "key", "index", "row",
@@ -78,17 +83,44 @@ def choose_nominal(points: list[PVT], nominal_vdd: float | None = None,
     return pick, f"nominal corner, temperature nearest {t_nom:g} C, {why}"
 
 
+def _column_keys(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """``(column id, nominal)`` per row: an integer per distinct (seed, die, col), and
+    whether the row's die is nominal devices (die < 0)."""
+    parts = [table[c].astype(str).to_numpy() for c in COLUMN_ID]
+    key = np.char.add(np.char.add(np.char.add(parts[0], "|"), np.char.add(parts[1], "|")),
+                      parts[2])
+    _, ids = np.unique(key, return_inverse=True)
+    die = pd.to_numeric(table["die"], errors="coerce").to_numpy()
+    return (pd.Series(ids, index=table.index), pd.Series(~(die >= 0), index=table.index))
+
+
 def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
                     smoothing: float = 2.0, nominal_vdd: float | None = None,
-                    nominal_temp: float | None = None) -> ErrorModel:
-    """One smoothed code-error table (plus Gaussian fit) per PVT point of a column sweep.
+                    nominal_temp: float | None = None, structured: bool | None = None,
+                    fallback: bool = False) -> ErrorModel:
+    """One smoothed code-error table (plus Gaussian fit) per PVT point of a column sweep,
+    and per point the per-column static part and per-conversion table when structured.
 
     Rows whose ``status`` is not "ok" or whose ``code`` is missing are excluded and counted;
     converted codes beyond 0..n_codes-1 (a conversion that never crossed) are clipped to
     the end codes and counted. Ideal codes never observed at a point get an interpolated
     distribution and are listed in ``provenance["interpolated_codes"]``.
+
+    ``structured``: None fits the static part when the table has ``seed, die, col``; True
+    requires them. A point whose columns are too thin for it (fewer than 3 conversions, or
+    fewer than 2 columns with mismatch) is a UserError, unless ``fallback`` (then that
+    point keeps only the pooled table and the reason goes to the provenance); False fits
+    only the pooled tables, as schema 1 models were.
     """
     _require_columns(table, PVT_COLUMNS + CODE_COLUMNS, "column sweep table")
+    has_ids = all(c in table.columns for c in COLUMN_ID)
+    if structured is None:
+        structured = has_ids
+    if structured and not has_ids:
+        raise UserError(f"column sweep table: a per-column fit needs the columns "
+                        f"{', '.join(COLUMN_ID)} (which physical column converted each row); "
+                        f"missing {', '.join(c for c in COLUMN_ID if c not in table.columns)}; "
+                        "fit the pooled table without it (charact fit --unstructured)")
     if not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
         raise UserError(f"n_codes must be an integer >= 2, got {n_codes!r}")
     keys = _pvt_keys(table)
@@ -103,6 +135,10 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
     has_mac = "mac_ideal" in table.columns
     mac = pd.to_numeric(table["mac_ideal"], errors="coerce") if has_mac else None
 
+    column_id, nominal_row = _column_keys(table) if structured else (None, None)
+    structure: dict[PVT, Any] = {}
+    static_info: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     tables = {}
     counts_info: dict[str, Any] = {}
     interp_info: dict[str, list[int]] = {}
@@ -128,6 +164,16 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
         t = table_from_counts(counts, smoothing, mac_lo, mac_hi)
         tables[pvt] = t
         label = pvt.label()
+        if structured:
+            fitted = _fit_point_structure(ideal.loc[rows].to_numpy().astype(np.int64), out,
+                                          column_id.loc[rows].to_numpy(),
+                                          nominal_row.loc[rows].to_numpy(), int(n_codes),
+                                          smoothing, label, fallback)
+            if isinstance(fitted, str):
+                skipped[label] = fitted
+            else:
+                structure[pvt] = fitted[:2]
+                static_info[label] = fitted[2]
         counts_info[label] = {"ok": int(out.size), "failed": int(len(idx) - out.size),
                               "clipped": clipped}
         interp_info[label] = [int(i) for i in np.flatnonzero(t.interpolated)]
@@ -153,7 +199,38 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
         "interpolated_codes": interp_info,
         "fit_quality": quality,
     })
-    return ErrorModel(tables, prov, nominal=nominal)
+    prov["fit"]["structured"] = bool(structure)
+    if structured:
+        prov["fit"]["static_model"] = (
+            "per column: code - code_ideal = b + g (code_ideal - center) by least squares; "
+            "(b, g) across columns: mean and covariance by the method of moments (sample "
+            "covariance minus the mean sampling covariance), clipped to PSD; per-conversion "
+            "table: the integer error after floor(code_ideal + e + u), EM-deconvolved "
+            "(models/README.md)")
+        prov["static_fit"] = static_info
+        if skipped:
+            prov["static_skipped"] = skipped
+    return ErrorModel(tables, prov, nominal=nominal, structure=structure)
+
+
+def _fit_point_structure(ideal: np.ndarray, out: np.ndarray, column: np.ndarray,
+                         nominal: np.ndarray, n_codes: int, smoothing: float, label: str,
+                         fallback: bool) -> tuple | str:
+    """``(static, residual, stats)`` of one point, or with ``fallback`` the reason it has
+    none. Nominal-device rows are left out where rows with mismatch exist."""
+    from charact.lookup.static_fit import fit_structure
+
+    nominal_only = bool(nominal.all())
+    keep = np.ones(ideal.size, dtype=bool) if nominal_only else ~nominal
+    try:
+        static, residual = fit_structure(ideal[keep], out[keep], column[keep], nominal_only,
+                                         n_codes, smoothing, label)
+    except UserError as exc:
+        if not fallback:
+            raise
+        return str(exc)
+    static = replace(static, stats=dict(static.stats, nominal_rows_excluded=int((~keep).sum())))
+    return static, residual, static.stats
 
 
 def _nanmax(x: np.ndarray) -> float | None:

@@ -1,5 +1,9 @@
 """Accuracy sweeps: k x training scheme x crossbar size x error model, over seeds.
 
+(:class:`AccuracySpec` and :func:`run_accuracy` here; the summaries, ``accuracy.md`` and
+the figures in :mod:`charact.attention.report`; the command-line settings in
+:mod:`charact.attention.settings`.)
+
 One *training job* trains one ViT (a seed and a training setting) and then evaluates it
 under every setting that uses it, in the same process, so models never travel between
 processes:
@@ -10,7 +14,19 @@ processes:
 * per seed and crossbar size, one TFCBP model trained at ``crossbar_k`` with that
   crossbar's K precision and sub-top-k (Fig. 4(c));
 * each error model is injected at evaluation (Q.K^T and A.V codes) into the TFCBP model at
-  ``error_k`` and into the full-softmax model (Fig. 4(b)).
+  ``error_k`` and into the full-softmax model (Fig. 4(b)), at one PVT point of the model
+  (``pvt``, default its nominal one).
+
+Simulated chips (``chips``): a structured error model has a static error per physical
+column (:mod:`charact.lookup.structured`), so its accuracy depends on the die. Each error
+case is evaluated on ``chips`` simulated chips (chip ``j`` = the static draws seeded by
+``j``, the same silicon for every model and setting: paired comparisons), with the same
+trained weights and test set; training never sees errors, and a model is trained once
+whatever the number of chips. A row of ``accuracy.parquet`` reports the mean over chips,
+its standard error, the chips' 5th percentile (standard error by the normal
+approximation), minimum and sigma; ``chip_accuracy.parquet`` has one row per chip. An
+unstructured model has no static part: its chips differ only in the per-conversion noise
+(chip 0 uses exactly the noise seed of runs before chips existed).
 
 Full mode (the default of ``charact accuracy``): Fashion-MNIST, all 60k training images,
 4 epochs (AdamW, lr 2e-3 with warm-up and cosine decay, gradient clipping, 5 % full-softmax
@@ -33,7 +49,13 @@ paper256 = 112x44: 2 crossbars, 15-level K, k_i = 3, 2). Literal sizes (``R`` or
 remain available.
 ``--quick`` runs scikit-learn digits with 1 seed and 3 k values in well under a minute.
 
-Outputs in ``results/accuracy/<run>/``: ``accuracy.parquet`` + ``accuracy.md``, the
+Device (``device``, ``--device auto|cpu|cuda``): data, models and error generators live on
+it; ``auto`` takes a CUDA GPU when torch sees one. A run is reproducible per device, and
+CPU and GPU numbers differ (error draws, summation orders, TF32): see
+:mod:`charact.attention.device`, also for ``deterministic`` (``--deterministic``).
+
+Outputs in ``results/accuracy/<run>/``: ``accuracy.parquet`` + ``accuracy.md``,
+``chip_accuracy.parquet``, the
 figures ``fig3_accuracy_vs_k.png``, ``fig4c_subtopk.png``, ``fig4b_error.png``,
 ``selection_stats.parquet`` (ramp statistics per query), ``provenance.json``, and
 ``models/`` (each trained model's weights and training summary, keyed by a hash of
@@ -48,7 +70,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -60,110 +81,19 @@ import pandas as pd
 import torch
 
 from charact.attention.data import load_dataset
+from charact.attention.device import determinism, device_label, resolve_device
 from charact.attention.pipeline import AttentionConfig
+from charact.attention.report import CHIP_COLUMNS, chip_statistics, write_atomic, write_outputs
+from charact.attention.settings import ALL, Crossbar, resolve_crossbar
 from charact.attention.training import TrainConfig, evaluate, train_model, vit_config_for
-from charact.attention.vit import CALIBRATION_BATCH, CALIBRATION_BATCHES
 from charact.errors import UserError
-from charact.provenance import atomic_path
 
-ALL = "all"
-
-
-@dataclass(frozen=True)
-class Crossbar:
-    """A crossbar of ``rows`` x ``cols`` cells (None = unlimited).
-
-    ``paper``: a crossbar of the paper's Fig. 4(c) (128 or 256, square) scaled to the
-    model, resolved by :func:`resolve_crossbar` once the head size and token count are
-    known (rows and cols are None until then).
-    """
-
-    rows: int | None = None
-    cols: int | None = None
-    paper: int | None = None
-
-    @property
-    def label(self) -> str:
-        if self.paper is not None:
-            if self.rows is None:
-                return f"paper{self.paper}"
-            return f"paper{self.paper}={self.rows}x{self.cols}"
-        if self.rows is None and self.cols is None:
-            return "none"
-        if self.rows == self.cols:
-            return f"{self.rows}"
-        return f"{self.rows}x{self.cols}"
-
-
-# The paper's BERT setting (Sec. IV-B, Fig. 4(c)): head size 64, 384 keys (SQuAD), 64
-# replica rows per column; a 128-row crossbar leaves 64 MAC rows = 1 ternary cell per K
-# weight, a 256-row one 192 = 3 cells (15 levels); 384 keys on 128 columns = 3 crossbars.
-PAPER_D_K = 64
-PAPER_KEYS = 384
-PAPER_SIZES = (128, 256)
-
-
-def resolve_crossbar(xb: Crossbar, d_k: int, n_keys: int, replica_rows: int = 64,
-                     max_cells: int = 3) -> Crossbar:
-    """A ``paper`` crossbar scaled to a model with head size ``d_k`` and ``n_keys`` keys.
-
-    Rows keep the paper's K precision: ``replica_rows + d_k * cells`` with the paper's
-    cells per weight, ``(size - 64) // 64`` (128 -> 1 ternary cell, 256 -> 3 cells). Columns
-    keep the paper's split of the keys: ``ceil(n_keys * size / 384)`` (128 -> thirds,
-    256 -> two thirds + one third), so the per-crossbar k_i of k = 5 are the paper's
-    2, 2, 1 and 3, 2. On this ViT (d_k = 16, 65 keys): paper128 = 80x22 (22 + 22 + 21
-    keys), paper256 = 112x44 (44 + 21 keys). Other crossbars come back unchanged.
-    """
-    if xb.paper is None:
-        return xb
-    cells = min(max_cells, (xb.paper - replica_rows) // PAPER_D_K)
-    rows = replica_rows + d_k * cells
-    cols = -(-n_keys * xb.paper // PAPER_KEYS)
-    return Crossbar(rows, cols, xb.paper)
-
-
-def parse_crossbar(text: str) -> Crossbar:
-    """``none``, ``R`` (square R x R), ``RxC``, or ``paper128``/``paper256`` (scaled)."""
-    t = text.strip().lower()
-    if t in ("none", "global", ""):
-        return Crossbar()
-    m = re.fullmatch(r"paper(\d+)", t)
-    if m:
-        size = int(m.group(1))
-        if size not in PAPER_SIZES:
-            raise UserError(f"bad crossbar size {text!r}; the paper's sizes are "
-                            f"{', '.join(f'paper{p}' for p in PAPER_SIZES)}")
-        return Crossbar(paper=size)
-    m = re.fullmatch(r"(\d+)(?:x(\d+))?", t)
-    if not m:
-        raise UserError(
-            f"bad crossbar size {text!r}; use none, R (square), RxC (e.g. 256 or 128x32) "
-            "or paper128/paper256"
-        )
-    rows = int(m.group(1))
-    cols = int(m.group(2)) if m.group(2) else rows
-    if rows <= 64 or cols < 1:
-        raise UserError(
-            f"crossbar {text!r}: needs more than 64 rows (64 are replica rows) and >= 1 column"
-        )
-    return Crossbar(rows, cols)
-
-
-def parse_k(text: str) -> int | None:
-    """An integer k >= 1, or ``all``."""
-    if str(text).lower() == ALL:
-        return None
-    try:
-        k = int(text)
-    except ValueError as exc:
-        raise UserError(f"bad k {text!r}; use a positive integer or 'all'") from exc
-    if k < 1:
-        raise UserError(f"k must be >= 1, got {k}")
-    return k
+#: chips per error case when a structured model is injected and --chips is not given
+DEFAULT_STRUCTURED_CHIPS = 10
 
 
 @dataclass(frozen=True)
-class SweepSpec:
+class AccuracySpec:
     """Everything an accuracy run varies and holds fixed."""
 
     run: str = "default"
@@ -187,12 +117,21 @@ class SweepSpec:
     #: where the error model is injected: "both" (Q.K^T and A.V, as the paper does),
     #: "qk" (the top-k ADC only) or "av"
     error_on: str = "both"
+    #: the error models' PVT point (corner, vdd, temp); None = each model's nominal one
+    pvt: tuple[str, float, float] | None = None
+    #: simulated chips per error case; None = 1, or DEFAULT_STRUCTURED_CHIPS when a
+    #: structured model is injected
+    chips: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     stats_queries: int = 16
     reuse: str | None = None
     jobs: int = 2
     threads: int = 1
     out_root: str = "results/accuracy"
+    #: "cpu", "cuda" or "auto" (resolved once by run_accuracy, before any work)
+    device: str = "cpu"
+    #: deterministic kernels and no TF32 (charact.attention.device.determinism)
+    deterministic: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -217,15 +156,43 @@ def _hw(k: int | None, xb: Crossbar) -> AttentionConfig:
     return AttentionConfig.hardware(k=k, crossbar_rows=xb.rows, crossbar_cols=xb.cols)
 
 
-def load_error_tables(paths: tuple[str, ...]) -> dict[str, Any]:
-    """Label -> nominal ``CodeErrorTable`` of each error model file (UserError if bad)."""
+def load_error_tables(paths: tuple[str, ...],
+                      pvt: tuple[str, float, float] | None = None) -> dict[str, Any]:
+    """Label -> the ``PointErrorModel`` at ``pvt`` (default: the nominal point) of each error
+    model file; a bad file or a point a model lacks is a one-line UserError."""
     from charact.lookup import ErrorModel
 
     tables = {}
     for p in paths:
-        table = ErrorModel.load(p).table()
-        tables[Path(p).stem] = table
+        model = ErrorModel.load(p)
+        if pvt is None:
+            tables[Path(p).stem] = model.point()
+            continue
+        try:
+            tables[Path(p).stem] = model.point(*pvt)
+        except UserError as exc:
+            raise UserError(f"--pvt {pvt[0]}/{pvt[1]:g}/{pvt[2]:g}: error model {p}: "
+                            f"{exc}") from exc
     return tables
+
+
+def resolve_chips(spec: AccuracySpec, tables: dict[str, Any]) -> int:
+    """Chips per error case: ``spec.chips``, else 1 for unstructured models (their chips
+    are all alike) and :data:`DEFAULT_STRUCTURED_CHIPS` when one is structured."""
+    if spec.chips is not None:
+        if spec.chips < 1:
+            raise UserError(f"--chips must be >= 1, got {spec.chips}")
+        return spec.chips
+    structured = any(getattr(t, "structured", False) for t in tables.values())
+    return DEFAULT_STRUCTURED_CHIPS if structured else 1
+
+
+def noise_seed(seed: int, case_index: int, chip: int) -> int:
+    """The per-conversion noise seed of a case on a chip: chip 0 keeps the seed of runs
+    before chips (``seed * 1000 + case_index``), the others get independent streams."""
+    if chip == 0:
+        return seed * 1000 + case_index
+    return int(np.random.SeedSequence([seed, case_index, chip]).generate_state(1)[0])
 
 
 ERROR_SITES = ("both", "qk", "av")
@@ -237,11 +204,11 @@ def _errors(site: str, table: Any) -> dict[str, Any]:
             "av_error": table if site in ("both", "av") else None}
 
 
-def _site(name: str, spec: SweepSpec) -> str:
+def _site(name: str, spec: AccuracySpec) -> str:
     return name if spec.error_on == "both" else f"{name}@{spec.error_on}"
 
 
-def plan_jobs(spec: SweepSpec, tables: dict[str, Any]) -> list[TrainJob]:
+def plan_jobs(spec: AccuracySpec, tables: dict[str, Any]) -> list[TrainJob]:
     """The training jobs and the evaluations each one carries."""
     jobs: list[TrainJob] = []
     glob = Crossbar()
@@ -286,18 +253,22 @@ def case_id(case: EvalCase, seed: int) -> str:
     return f"{case.scheme}-k{k}-xb{case.crossbar.label}-err{case.error}-s{seed}"
 
 
-def model_key(spec: SweepSpec, job: TrainJob, vit: Any, train: TrainConfig) -> str:
+def model_key(spec: AccuracySpec, job: TrainJob, vit: Any, train: TrainConfig) -> str:
     """Content hash of everything that decides a trained model's weights."""
     cfg = {k: v for k, v in asdict(job.train_config).items()
            if k not in ("error_model", "av_error")}
+    # a GPU trains to other weights than the CPU (see charact.attention.device); CPU keys
+    # stay as they were before devices, so earlier runs remain reusable
+    where = {} if spec.device == "cpu" else {"device": spec.device,
+                                             "deterministic": spec.deterministic}
     blob = json.dumps({"dataset": spec.dataset, "n_train": spec.n_train, "vit": asdict(vit),
                        "train": asdict(train), "attention": cfg, "seed": job.seed,
-                       "torch": torch.__version__}, sort_keys=True, default=str)
+                       "torch": torch.__version__, **where}, sort_keys=True, default=str)
     # (the ViT's train_calibration is always its default "sample" in these sweeps)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _trained_model(spec: SweepSpec, job: TrainJob, data: Any, vit: Any, train: TrainConfig,
+def _trained_model(spec: AccuracySpec, job: TrainJob, data: Any, vit: Any, train: TrainConfig,
                    out: Path | None) -> tuple[Any, dict]:
     """Train the job's model, or load it from ``spec.reuse``'s ``models/`` when a model with
     the same :func:`model_key` is there; a trained model is saved to ``out/models/``."""
@@ -308,7 +279,9 @@ def _trained_model(spec: SweepSpec, job: TrainJob, data: Any, vit: Any, train: T
         src = Path(spec.reuse) / "models"
         if (src / f"{name}.pt").is_file() and (src / f"{name}.json").is_file():
             model = TopkimaViT(vit)
-            model.load_weights(torch.load(src / f"{name}.pt", weights_only=True))
+            model.load_weights(torch.load(src / f"{name}.pt", weights_only=True,
+                                          map_location="cpu"))
+            model.to(data.x_train.device)
             model.set_attention(job.train_config)
             # calibrated again: a cheap, deterministic pass, and files from before the
             # per-head calibration carry other statistics (data holds the n_train images)
@@ -319,32 +292,64 @@ def _trained_model(spec: SweepSpec, job: TrainJob, data: Any, vit: Any, train: T
     model, info = train_model(data, vit, job.train_config, train, seed=job.seed)
     if out is not None:
         (out / "models").mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "models" / f"{name}.pt", lambda p: torch.save(model.state_dict(), p))
-        _atomic_write(out / "models" / f"{name}.json", lambda p: Path(p).write_text(
+        state = model.state_dict()
+        for key in state:  # files hold CPU tensors, loadable on any machine
+            state[key] = state[key].cpu()
+        write_atomic(out / "models" / f"{name}.pt", lambda p: torch.save(state, p))
+        write_atomic(out / "models" / f"{name}.json", lambda p: Path(p).write_text(
             json.dumps(info, indent=1, default=str)))
     return model, info
 
 
-def run_job(spec: SweepSpec, job: TrainJob, out: Path | None = None
-            ) -> tuple[list[dict], pd.DataFrame]:
-    """Train (or reuse) one model and evaluate its cases; returns result rows and selection
-    stats. The trained model is kept in ``out/models/`` for later evaluations (``reuse``)."""
+def run_job(spec: AccuracySpec, job: TrainJob, out: Path | None = None
+            ) -> tuple[list[dict], pd.DataFrame, list[dict]]:
+    """Train (or reuse) one model and evaluate its cases, each error case on
+    ``spec.chips`` simulated chips; returns result rows (one per case, chip statistics
+    in them), selection stats (chip 0) and one row per chip of each error case. The
+    trained model is kept in ``out/models/`` for later evaluations (``reuse``)."""
     torch.set_num_threads(spec.threads)
+    with determinism(spec.deterministic, spec.device):
+        return _run_job(spec, job, out)
+
+
+def _run_job(spec: AccuracySpec, job: TrainJob, out: Path | None
+             ) -> tuple[list[dict], pd.DataFrame, list[dict]]:
     data = load_dataset(spec.dataset, spec.n_train, spec.n_test, spec.data_root)
+    data = data.to(resolve_device(spec.device))
     vit = vit_config_for(data, spec.dim, spec.depth, spec.heads)
     train = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                         softmax_warmup_frac=spec.softmax_warmup)
+    # trained (or loaded) once: every case and every chip below evaluates these weights
     model, info = _trained_model(spec, job, data, vit, train, out)
-    rows, frames = [], []
+    n_chips = spec.chips or 1
+    rows, frames, chip_rows = [], [], []
     for i, case in enumerate(job.cases):
         t0 = time.perf_counter()
-        acc, stats = evaluate(model, data, case.config, seed=job.seed * 1000 + i,
-                              stats_queries=spec.stats_queries)
         rid = case_id(case, job.seed)
+        err = case.config.error_model or case.config.av_error
+        pvt = "" if err is None else err.pvt.label() if hasattr(err, "pvt") else ""
+        accs, stats = [], pd.DataFrame()
+        for chip in range(n_chips if err is not None else 1):
+            t1 = time.perf_counter()
+            nseed = noise_seed(job.seed, i, chip)
+            acc, chip_stats = evaluate(
+                model, data, case.config, seed=nseed,
+                stats_queries=spec.stats_queries if chip == 0 else 0,
+                chip=chip if err is not None else None)
+            if chip == 0:
+                stats = chip_stats
+            accs.append(acc)
+            if err is not None:
+                chip_rows.append({
+                    "run_id": rid, "seed": job.seed, "scheme": case.scheme, "k": case.k,
+                    "crossbar": case.crossbar.label, "error": case.error, "pvt": pvt,
+                    "chip": chip, "noise_seed": nseed, "accuracy": acc,
+                    "eval_seconds": time.perf_counter() - t1})
         rows.append({
             "run_id": rid, "dataset": spec.dataset, "seed": job.seed, "scheme": case.scheme,
-            "k": case.k, "crossbar": case.crossbar.label, "error": case.error,
-            "trained_as": job.label, "accuracy": acc, "n_test": len(data.y_test),
+            "k": case.k, "crossbar": case.crossbar.label, "error": case.error, "pvt": pvt,
+            "structured": bool(getattr(err, "structured", False)),
+            "trained_as": job.label, **chip_statistics(accs), "n_test": len(data.y_test),
             "n_train": info["n_train"], "epochs": spec.epochs,
             "train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
             "final_loss": info["final_loss"],
@@ -361,17 +366,21 @@ def run_job(spec: SweepSpec, job: TrainJob, out: Path | None = None
             stats["crossbar"] = case.crossbar.label
             stats["error"] = case.error
             frames.append(stats)
-    return rows, (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    return (rows, (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()),
+            chip_rows)
 
 
-def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) -> Path:
+def run_accuracy(spec: AccuracySpec, argv: list[str] | None = None, log: Any = print) -> Path:
     """Run every job (``spec.jobs`` processes) and write the run folder; returns it."""
     from charact.outputs import check_name, check_output_dir
 
     # a run name is one folder under out_root: "../x" would write outside it
     check_name(spec.run, "run name")
     check_output_dir(Path(spec.out_root) / spec.run, "run folder")
-    tables = load_error_tables(spec.error_models)
+    # once, here: every job and the provenance name the same device
+    spec = replace(spec, device=resolve_device(spec.device))
+    tables = load_error_tables(spec.error_models, spec.pvt)
+    spec = replace(spec, chips=resolve_chips(spec, tables))
     probe = load_dataset(spec.dataset, 1, 1, spec.data_root)  # fail early, before training
     vit = vit_config_for(probe, spec.dim, spec.depth, spec.heads)
     check_k_range(spec, vit.n_tokens, bool(tables))
@@ -383,8 +392,9 @@ def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) 
             _hw(spec.crossbar_k, xb).k_cells(spec.dim // spec.heads)
     jobs = plan_jobs(spec, tables)
     out = Path(spec.out_root) / spec.run
-    log(f"accuracy run {spec.run!r}: {len(jobs)} trainings on {spec.dataset}, "
-        f"{spec.jobs} process(es) -> {out}")
+    chips = f", {spec.chips} chip(s) per error case" if tables else ""
+    log(f"accuracy run {spec.run!r}: {len(jobs)} trainings on {spec.dataset}{chips}, "
+        f"{spec.jobs} process(es) on {spec.device} -> {out}")
     t0 = time.perf_counter()
     if spec.jobs > 1 and len(jobs) > 1:
         from joblib import Parallel, delayed
@@ -394,10 +404,11 @@ def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) 
         )
     else:
         results = (run_job(spec, j, out) for j in jobs)
-    rows, frames = [], []
-    for i, (r, f) in enumerate(results, 1):
+    rows, frames, chip_rows = [], [], []
+    for i, (r, f, c) in enumerate(results, 1):
         rows.extend(r)
         frames.append(f)
+        chip_rows.extend(c)
         log(f"  [{i}/{len(jobs)}] " + ", ".join(
             f"{x['run_id']}: {100 * x['accuracy']:.2f}%" for x in r
         ) + f"  ({time.perf_counter() - t0:.0f} s)")
@@ -410,12 +421,15 @@ def run_sweep(spec: SweepSpec, argv: list[str] | None = None, log: Any = print) 
         stats["k"] = stats["k"].astype("Int64")
     stats["run"] = spec.run
     table["run"] = spec.run
+    chips = pd.DataFrame(chip_rows, columns=CHIP_COLUMNS)
+    chips["k"] = chips["k"].astype("Int64")
+    chips["run"] = spec.run
     prov = provenance(spec, argv, tables, time.perf_counter() - t0)
-    write_outputs(out, table, stats, prov, spec)
+    write_outputs(out, table, stats, prov, spec, chips)
     return out
 
 
-def check_k_range(spec: SweepSpec, n_tokens: int, with_errors: bool) -> None:
+def check_k_range(spec: AccuracySpec, n_tokens: int, with_errors: bool) -> None:
     """Every k at most the sequence length: top-k of n keys with k > n selects nothing
     more than ``all`` and would be reported as a different setting."""
     given = [("--k", k) for k in spec.ks if k is not None]
@@ -437,7 +451,7 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def provenance(spec: SweepSpec, argv: list[str] | None, tables: dict, seconds: float) -> dict:
+def provenance(spec: AccuracySpec, argv: list[str] | None, tables: dict, seconds: float) -> dict:
     """How the run was made: command, spec, versions, inputs, time."""
     from charact import __version__
 
@@ -445,176 +459,24 @@ def provenance(spec: SweepSpec, argv: list[str] | None, tables: dict, seconds: f
         "command": "charact " + " ".join(argv) if argv is not None else None,
         "spec": {**asdict(spec), "crossbars": [x.label for x in spec.crossbars],
                  "ks": [ALL if k is None else k for k in spec.ks]},
-        "error_models": [{"path": p, "sha256": _sha256(p), "n_codes": int(t.n_codes)}
+        "error_models": [{"path": p, "sha256": _sha256(p), "n_codes": int(t.n_codes),
+                          "pvt": t.pvt.label(), "structured": bool(t.structured)}
                          for p, t in zip(spec.error_models, tables.values(), strict=True)],
+        "chips": {"per_error_case": spec.chips, "chip_seeds": list(range(spec.chips or 1)),
+                  "static_draws": "chip j: per (layer, array, head) a numpy stream seeded by "
+                  "SeedSequence([tag, j, layer, array, head]), column i the i-th draw",
+                  "noise_seed": "seed * 1000 + case for chip 0, else SeedSequence([seed, "
+                  "case, chip])"},
         "versions": {"charact": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__,
                      "python": platform.python_version()},
         "seeds": list(spec.seeds),
+        "device": device_label(spec.device),
+        "deterministic": spec.deterministic,
         "cpu_count": os.cpu_count(),
         "wall_seconds": round(seconds, 1),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "notes": "Same spec and seeds give the same numbers (torch CPU, 1 thread per job).",
+        "notes": "Same spec, seeds and device give the same numbers (on the CPU with 1 "
+                 "thread per job; on a GPU with --deterministic); CPU and GPU numbers differ "
+                 "(error draws, summation order, TF32): see charact.attention.device.",
     }
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    with atomic_path(path) as tmp:
-        write(str(tmp))
-
-
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread of accuracy over seeds per setting (percent)."""
-    g = table.assign(k=table["k"].astype(object).where(table["k"].notna(), ALL))
-    agg = g.groupby(["scheme", "k", "crossbar", "error"], sort=False)["accuracy"].agg(
-        ["mean", "std", "count"]
-    ).reset_index()
-    agg["mean"] *= 100
-    agg["std"] = (agg["std"] * 100).fillna(0.0)
-    return agg
-
-
-def spec_get(prov: dict, key: str) -> Any:
-    """A field of the run's spec from its provenance (``?`` if absent)."""
-    return prov.get("spec", {}).get(key, "?")
-
-
-def markdown_report(
-    table: pd.DataFrame, stats: pd.DataFrame, prov: dict, figures: list[str]
-) -> str:
-    """``accuracy.md``: settings, accuracy per setting over seeds, ramp statistics."""
-    s = summarize(table)
-    lines = [
-        f"# Accuracy run `{table['run'].iloc[0]}`", "",
-        f"Command: `{prov['command']}`", "",
-        f"Data: {table['dataset'].iloc[0]}, {int(table['n_train'].iloc[0])} training images, "
-        f"{int(table['n_test'].iloc[0])} test images, {int(table['epochs'].iloc[0])} epochs; "
-        f"seeds {', '.join(map(str, prov['seeds']))}. Created {prov['created']}, "
-        f"{prov['wall_seconds']} s.", "",
-        "Schemes: `tfcbp` = trained with top-k forward / full-softmax backward; `inference` = "
-        "trained with the full softmax, top-k only at inference; `full` = full softmax. All "
-        "with QAT (Q 5-bit magnitude + sign, K 15 levels, V 5-bit, A 5-bit) and the 5-bit "
-        "ramp ADC on Q.K^T. Trained with each sample's own quantization ranges; evaluated "
-        "with a static calibration per layer and head (Q/K/V/A.V scales and ramp window) "
-        f"from a pass over the first {CALIBRATION_BATCHES * CALIBRATION_BATCH} training "
-        "images with the final weights. Crossbars "
-        "`paperR=RxC` are the paper's R x R crossbars scaled to this model (same K "
-        "precision and split of the keys).", "",
-        f"Training: AdamW, peak lr {spec_get(prov, 'lr')}, batch "
-        f"{spec_get(prov, 'batch_size')}, 5 % linear warm-up then cosine decay, gradient "
-        f"norm clipped to 1, the first {spec_get(prov, 'softmax_warmup')} of the steps of a "
-        "TFCBP model with the full softmax.", "",
-        "| scheme | k | crossbar | error | accuracy % (mean) | std | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for _, r in s.iterrows():
-        lines.append(f"| {r['scheme']} | {r['k']} | {r['crossbar']} | {r['error']} | "
-                     f"{r['mean']:.2f} | {r['std']:.2f} | {int(r['count'])} |")
-    if len(stats) and "alpha" in stats:
-        lines += ["", "## Ramp statistics (per query and crossbar)", "",
-                  "alpha = (stop cycle + 1) / n_codes; n_tied = keys crossing in the "
-                  "stopping cycle.",
-                  "", "| run_id | alpha mean | alpha p10 | alpha p50 | alpha p90 | "
-                  "n_tied mean | rows |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for rid, g in stats.groupby("run_id", sort=False):
-            a = g["alpha"]
-            lines.append(f"| {rid} | {a.mean():.3f} | {a.quantile(0.1):.3f} | "
-                         f"{a.median():.3f} | {a.quantile(0.9):.3f} | "
-                         f"{g['n_tied'].mean():.2f} | {len(g)} |")
-    if figures:
-        lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(
-    out: Path, table: pd.DataFrame, stats: pd.DataFrame, prov: dict, spec: SweepSpec
-) -> None:
-    """Write tables, figures, report and provenance, each atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "accuracy.parquet", lambda p: table.to_parquet(p, index=False))
-    _atomic_write(out / "selection_stats.parquet", lambda p: stats.to_parquet(p, index=False))
-    figures = plot_figures(out, table)
-    _atomic_write(out / "accuracy.md", lambda p: Path(p).write_text(
-        markdown_report(table, stats, prov, figures)))
-    _atomic_write(out / "provenance.json", lambda p: Path(p).write_text(
-        json.dumps(prov, indent=2, default=str)))
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
-
-
-def plot_figures(out: Path, table: pd.DataFrame) -> list[str]:
-    """Fig. 3 (accuracy vs k), Fig. 4(c) (sub-top-k), Fig. 4(b) (injected error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = summarize(table)
-    made = []
-    glob = s[(s["crossbar"] == "none") & (s["error"] == "none")]
-    ks = sorted({k for k in glob["k"] if k != ALL})
-    if ks:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        xs = {k: i for i, k in enumerate(ks)}
-        for scheme, marker in (("tfcbp", "o"), ("inference", "s")):
-            g = glob[(glob["scheme"] == scheme) & (glob["k"] != ALL)]
-            if len(g):
-                g = g.sort_values("k", key=lambda c: c.astype(int))
-                ax.errorbar([xs[k] for k in g["k"]], g["mean"], yerr=g["std"], marker=marker,
-                            capsize=3, label=scheme)
-        full = glob[(glob["scheme"] == "full") & (glob["k"] == ALL)]
-        if len(full):
-            ax.axhline(full["mean"].iloc[0], color="k", ls="--", label="full softmax")
-        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-        ax.set_xlabel("k")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Accuracy against k (cf. paper Fig. 3)")
-        ax.legend()
-        fig.tight_layout()
-        _save_figure(fig, out / "fig3_accuracy_vs_k.png")
-        plt.close(fig)
-        made.append("fig3_accuracy_vs_k.png")
-    xb = s[(s["scheme"] == "tfcbp") & (s["error"] == "none")]
-    xb_labels = list(dict.fromkeys(xb["crossbar"]))
-    if len(xb_labels) > 1:
-        k_xb = xb[xb["crossbar"] != "none"]["k"].iloc[0]
-        g = xb[xb["k"] == k_xb]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        labels = ["global" if c == "none" else c for c in g["crossbar"]]
-        ax.bar(labels, g["mean"], yerr=g["std"], capsize=3, color="tab:blue")
-        ax.set_ylim(max(0, g["mean"].min() - 10), min(100, g["mean"].max() + 3))
-        ax.set_xlabel("crossbar (rows x cols)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Sub-top-k, k = {k_xb} (cf. paper Fig. 4(c))")
-        fig.tight_layout()
-        _save_figure(fig, out / "fig4c_subtopk.png")
-        plt.close(fig)
-        made.append("fig4c_subtopk.png")
-    errs = [e for e in dict.fromkeys(s["error"]) if e != "none"]
-    if errs:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        groups = s[(s["crossbar"] == "none") & (
-            ((s["scheme"] == "tfcbp") & s["k"].isin(list(s[s["error"] != "none"]["k"])))
-            | ((s["scheme"] == "full") & (s["k"] == ALL)))]
-        labels, means, stds = [], [], []
-        for (scheme, k), g in groups.groupby(["scheme", "k"], sort=False):
-            for e in ["none", *errs]:
-                row = g[g["error"] == e]
-                if len(row):
-                    labels.append(f"{scheme} k={k}\n{'ideal' if e == 'none' else e}")
-                    means.append(row["mean"].iloc[0])
-                    stds.append(row["std"].iloc[0])
-        ax.bar(range(len(labels)), means, yerr=stds, capsize=3,
-               color=["tab:green" if "ideal" in lab else "tab:red" for lab in labels])
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
-        ax.set_ylim(max(0, min(means) - 10), min(100, max(means) + 3))
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Injected Q.K^T and A.V code error (cf. paper Fig. 4(b))")
-        fig.tight_layout()
-        _save_figure(fig, out / "fig4b_error.png")
-        plt.close(fig)
-        made.append("fig4b_error.png")
-    return made
