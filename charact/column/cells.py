@@ -24,6 +24,14 @@ What is characterized (all with the column's own devices, sizes and tolerances):
   common mode and ``sa_vcm_span`` either side (the offset spread changes with it; the
   composed column interpolates, one standard score per SA). The offset may instead come from a
   ``sense_amp`` sweep (``sa_offset = "<folder>"``).
+* **Sensitivities**: every Monte-Carlo instance's devices have known scores (device-keyed
+  mismatch, :mod:`charact.mismatch`, read from the rendered bench), so each instance's
+  ln current ratio is regressed on the threshold and current-factor scores of its access
+  and driver devices (4 terms + intercept, :func:`fit_linear`), and each SA's offset on
+  its devices' scores (:func:`select_linear`: the SA has ~22 devices, so the terms are
+  chosen by forward selection on the leave-one-out error). With these, the composed
+  column computes a die from the same device scores the SPICE deck of that die holds
+  (:func:`charact.column.composed.keyed_die`): conversions pair one to one.
 """
 
 from __future__ import annotations
@@ -90,6 +98,151 @@ def check_cell_options(opts: dict[str, Any]) -> None:
         raise UserError(f"[measure] sa_offset: no sense_amp sweep table at {src}")
 
 
+# -- linear sensitivities ---------------------------------------------------------------------
+
+#: The score kinds of one device, in the order :func:`bench_scores` lays them out.
+SCORE_KINDS = ("vt", "beta")
+MIN_DOF = 10  # residual degrees of freedom a fit keeps (its sigma is then +-~22 %)
+
+
+@dataclasses.dataclass
+class Regression:
+    """``y = intercept + sum coef_t z_t`` over device scores (terms ``"<device>:vt"`` or
+    ``"<device>:beta"``, the device path relative to its instance), least squares."""
+
+    terms: list[str]
+    coef: list[float]
+    intercept: float
+    se: list[float]  # standard errors of coef
+    r2: float  # in-sample
+    r2_loo: float  # leave-one-out (PRESS): a new instance's, for fixed terms
+    sigma: float  # residual standard deviation, ddof = terms + 1
+    n: int  # instances fitted
+    r2_cv: float = math.nan  # cross-validated with the term selection (select_linear)
+
+    def predict(self, scores: dict[str, float]) -> float:
+        """The fit at one instance's scores (``{term: score}``)."""
+        return self.intercept + sum(c * scores[t] for t, c in zip(self.terms, self.coef,
+                                                                  strict=True))
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(beta with intercept first, its standard errors, residual SS, PRESS)."""
+    a = np.column_stack([np.ones(len(y)), x])
+    q, r = np.linalg.qr(a)
+    beta = np.linalg.solve(r, q.T @ y)
+    res = y - a @ beta
+    h = np.minimum((q ** 2).sum(axis=1), 1 - 1e-12)  # leverages
+    ssr = float(res @ res)
+    dof = len(y) - a.shape[1]
+    rinv = np.linalg.inv(r)
+    se = np.sqrt(np.maximum((rinv ** 2).sum(axis=1), 0) * ssr / dof) if dof > 0 \
+        else np.full(a.shape[1], math.nan)
+    return beta, se, ssr, float(((res / (1 - h)) ** 2).sum())
+
+
+def fit_linear(z: np.ndarray, y: np.ndarray, terms: list[str]) -> Regression:
+    """Least squares of ``y`` (n,) on the columns of ``z`` (n, p) plus an intercept."""
+    z, y = np.asarray(z, float).reshape(len(y), -1), np.asarray(y, float)
+    n, p = z.shape
+    if len(terms) != p:
+        raise ValueError(f"{p} score columns but {len(terms)} terms")
+    if n < p + 2:
+        raise ValueError(f"{n} instances cannot fit {p} terms with a residual")
+    beta, se, ssr, press = _ols(z, y)
+    sst = float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - ssr / sst if sst > 0 else math.nan
+    r2_loo = 1 - press / sst if sst > 0 else math.nan
+    return Regression(list(terms), [float(b) for b in beta[1:]], float(beta[0]),
+                      [float(s) for s in se[1:]], float(r2), float(r2_loo),
+                      math.sqrt(ssr / (n - p - 1)), int(n), float(r2_loo))
+
+
+def _forward(z: np.ndarray, y: np.ndarray, cap: int) -> list[int]:
+    """Forward selection by PRESS: the chosen columns, in the given order."""
+    chosen: list[int] = []
+    best = _ols(z[:, []], y)[3]  # the intercept alone
+    while len(chosen) < cap:
+        press, j = min((_ols(z[:, sorted(chosen + [j])], y)[3], j)
+                       for j in range(z.shape[1]) if j not in chosen)
+        if not press < best:
+            break
+        best = press
+        chosen.append(j)
+    return sorted(chosen)
+
+
+def _cap(n: int, p: int, min_dof: int) -> int:
+    # at most one term per two instances: with more, the selection fits the chance
+    # correlations of the unused scores (measured on the FreePDK45 SA: 32 instances give
+    # 4-6 mV prediction errors whatever the rule, 48 give 0.4-0.9 mV with up to 24 terms)
+    return min(p, n // 2, n - 2 - min_dof)
+
+
+def select_linear(z: np.ndarray, y: np.ndarray, terms: list[str],
+                  min_dof: int = MIN_DOF, folds: int = 8) -> Regression:
+    """:func:`fit_linear` on the terms chosen by forward selection: add the term that
+    lowers the leave-one-out error (PRESS) most, stop when none does, at one term per two
+    instances, or when the fit would keep fewer than ``min_dof`` residual degrees of
+    freedom. Why: an SA has ~44 score terms of which ~20 matter; all 44 on ~100 instances
+    would also fit the bisection's noise. The kept terms stay in their given order.
+
+    The selection used the leave-one-out error, so ``r2_loo`` flatters; ``r2_cv`` is
+    honest: ``folds``-fold cross-validation with the selection redone inside every fold
+    (what a new instance's prediction achieves)."""
+    z, y = np.asarray(z, float).reshape(len(y), -1), np.asarray(y, float)
+    n, p = z.shape
+    cap = _cap(n, p, min_dof)
+    if cap < 1:
+        raise ValueError(f"{n} instances are too few for a fit with {min_dof} residual "
+                         "degrees of freedom")
+    keep = _forward(z, y, cap)
+    reg = fit_linear(z[:, keep], y, [terms[j] for j in keep])
+    fold = np.arange(n) % max(2, min(folds, n))
+    sse = 0.0
+    for f in np.unique(fold):
+        tr, te = fold != f, fold == f
+        cols = _forward(z[tr], y[tr], max(1, _cap(int(tr.sum()), p, min_dof)))
+        beta = _ols(z[tr][:, cols], y[tr])[0]
+        sse += float(((y[te] - beta[0] - z[te][:, cols] @ beta[1:]) ** 2).sum())
+    sst = float(((y - y.mean()) ** 2).sum())
+    reg.r2_cv = 1 - sse / sst if sst > 0 else math.nan
+    return reg
+
+
+def bench_scores(ctx: JobContext, name: str, body: str, instances: list[str]
+                 ) -> tuple[list[str], np.ndarray] | None:
+    """The device scores of ``instances`` (top-level instance names, ``xmac_3``) in the
+    bench ``body`` rendered at ``ctx``'s die: the same values its ngspice run sees. Terms
+    ``"<device>:vt"``/``"<device>:beta"`` (the device path below the instance, in deck
+    order) and scores (len(instances), 2 x devices). None without keyed scores (a nominal
+    context, or a technology whose mismatch is not charact's Pelgrom draw)."""
+    if ctx.point.seed is None:
+        return None
+    devices = ctx.deck(name, body).devices
+    by_inst: dict[str, dict[str, tuple[float, float]]] = {}
+    for d in devices:
+        inst, _, rel = d.path.partition(".")
+        by_inst.setdefault(inst, {})[rel] = (d.z_vt, d.z_beta)
+    rels = list(by_inst.get(instances[0].lower(), {}))
+    if not rels:
+        return None
+    rows = []
+    for inst in instances:
+        got = by_inst.get(inst.lower(), {})
+        if list(got) != rels:
+            raise JobFailed(f"{name}: instance {inst} has devices {list(got)}, not {rels}")
+        rows.append([v for r in rels for v in got[r]])
+    z = np.array(rows, float)
+    if not np.any(z):
+        return None
+    return [f"{r}:{k}" for r in rels for k in SCORE_KINDS], z
+
+
+def _regression(d: Any) -> Regression | None:
+    return Regression(**d) if isinstance(d, dict) else d
+
+
 # -- models -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -113,8 +266,12 @@ class StackModel:
     dln_dvg: float = math.nan  # d ln I / d V(RWL) (1/V)
     c_drain: float = 0.0  # F, one off stack's drain (measured for mac)
     n_mc: int = 0
+    # ln(I / I_nominal) of an instance against its devices' scores (access ``xa`` and
+    # driver ``xd``, vt and beta): what makes a keyed die's stack (None: not measured)
+    reg: Regression | None = None
 
     def __post_init__(self) -> None:
+        self.reg = _regression(self.reg)
         self.v = np.asarray(self.v, float)
         self.i_on = np.asarray(self.i_on, float)
         self.i_off = np.asarray(self.i_off, float)
@@ -174,6 +331,17 @@ def _interp_lin(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.where(hi, ys[-1] + (x - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), y)
 
 
+def interp_rows(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Row-wise :func:`_interp_lin`: ``ys`` (B, len(xs)) one curve per row of ``x`` (B,),
+    linear between the points and extended linearly beyond the ends."""
+    if xs.size < 2:
+        return ys[:, 0].copy()
+    i = np.clip(np.searchsorted(xs, x), 1, xs.size - 1)  # segment (i-1, i), ends extended
+    rows = np.arange(x.size)
+    y0, y1 = ys[rows, i - 1], ys[rows, i]
+    return y0 + (x - xs[i - 1]) * (y1 - y0) / (xs[i] - xs[i - 1])
+
+
 @dataclasses.dataclass
 class SAModel:
     """Offset (inp - inn at which the decision flips) and decision delay of the SA."""
@@ -189,6 +357,26 @@ class SAModel:
     at_bounds: int = 0  # MC instances whose offset hit +-sa_range
     source: str = "mc"
     offsets: list[list[float]] = dataclasses.field(default_factory=list)
+    # offset against the SA's device scores, one fit per common mode (empty: none, as
+    # for a sense_amp sweep's offsets, which name no devices)
+    reg: list[Regression] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reg = [_regression(r) for r in self.reg]
+        if self.reg and len(self.reg) != len(self.vcm):
+            raise UserError(f"SA model: {len(self.reg)} offset fits for {len(self.vcm)} "
+                            "common modes")
+
+    def offset_grid(self, scores: dict[str, float]) -> np.ndarray:
+        """The offset of one SA at each characterized common mode, from its device
+        scores (``{term: score}``) through the fits."""
+        return np.array([r.predict(scores) for r in self.reg])
+
+    def offset_from_grid(self, vcm: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        """Offsets at common modes ``vcm`` (B,) of SAs whose offsets at ``self.vcm`` are
+        ``grid`` (B, n_vcm): interpolated as :meth:`offset_at` interpolates."""
+        return interp_rows(np.asarray(vcm, float), np.asarray(self.vcm, float),
+                           np.asarray(grid, float))
 
     def offset_at(self, vcm: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Offset of the SA whose standard score is ``z`` at common mode ``vcm``."""
@@ -256,6 +444,15 @@ class PointModel:
         out["sa_sigma"] = float(self.sa.sigma[c])
         out["sa_mean_mc"] = float(self.sa.mean_mc[c])
         out["sa_t0"], out["sa_tau"] = self.sa.t0, self.sa.tau
+        nan = math.nan
+        for k, st in self.stacks.items():
+            out[f"reg_r2_{k}"] = st.reg.r2 if st.reg else nan
+            out[f"reg_sigma_{k}"] = st.reg.sigma if st.reg else nan
+        r = self.sa.reg[c] if self.sa.reg else None
+        out["sa_reg_r2"] = r.r2 if r else nan
+        out["sa_reg_r2_cv"] = r.r2_cv if r else nan
+        out["sa_reg_sigma"] = r.sigma if r else nan
+        out["sa_reg_terms"] = len(r.terms) if r else 0
         return out
 
 
@@ -327,8 +524,9 @@ def nominal_stacks(ctx: JobContext, design: Design) -> dict[str, dict[str, np.nd
     return out
 
 
-def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, np.ndarray]:
-    """On-current of ``n`` Monte-Carlo instances per width against the bitline voltage."""
+def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, Any]:
+    """On-current of ``n`` Monte-Carlo instances per width against the bitline voltage,
+    and (``z_<width>``, ``terms``) their devices' scores where the mismatch is keyed."""
     cfg = design.cfg
     cell = _tpl(ctx, "rd_stack")
     sizes = stack_sizes(ctx.params, cfg.rep_ratio)
@@ -344,9 +542,16 @@ def mc_stacks(ctx: JobContext, design: Design, n: int) -> dict[str, np.ndarray]:
             names.append(m)
     lines += [f".dc vbl {num(0.2)} {num(cfg.v_pre)} {num(0.05)}",
               ".save " + " ".join(f"i({m})" for m in names)]
-    res = ctx.run("stacks_mc", "\n".join(lines), raw=True)
+    body = "\n".join(lines)
+    scores = bench_scores(ctx, "stacks_mc", body,
+                          [f"x{k}_{j}" for k in STACKS for j in range(n)])
+    res = ctx.run("stacks_mc", body, raw=True)
     v, cur = _dc_currents(res, names)
-    return {"v": v, **{k: cur[i * n:(i + 1) * n] for i, k in enumerate(STACKS)}}
+    out: dict[str, Any] = {"v": v, **{k: cur[i * n:(i + 1) * n] for i, k in enumerate(STACKS)}}
+    if scores is not None:
+        out["terms"] = scores[0]
+        out.update({f"z_{k}": scores[1][i * n:(i + 1) * n] for i, k in enumerate(STACKS)})
+    return out
 
 
 def pulse_charges(ctx: JobContext, design: Design, v_drain: float) -> dict[str, np.ndarray]:
@@ -422,7 +627,7 @@ def line_capacitances(ctx: JobContext, design: Design) -> tuple[float, float, fl
     return c_l, c_r, c_m
 
 
-def stack_models(nom: dict[str, dict[str, np.ndarray]], mc: dict[str, np.ndarray] | None,
+def stack_models(nom: dict[str, dict[str, np.ndarray]], mc: dict[str, Any] | None,
                  q: dict[str, np.ndarray], design: Design, v_pulse: float
                  ) -> dict[str, StackModel]:
     """Fit the benches into one :class:`StackModel` per width."""
@@ -454,20 +659,19 @@ def stack_models(nom: dict[str, dict[str, np.ndarray]], mc: dict[str, np.ndarray
             m.corr_v = float(np.corrcoef(ln[:, 0], ln[:, -1])[0, 1])
             m.skew = float(((x - x.mean()) ** 3).mean() / x.std() ** 3)
             m.n_mc = int(x.size)
+            if f"z_{k}" in mc and x.size >= len(mc["terms"]) + 2:
+                # at the same bitline voltage as sigma_ln: the ratio hardly moves with it
+                m.reg = fit_linear(mc[f"z_{k}"], x, list(mc["terms"]))
         out[k] = m
     return out
 
 
 # -- sense amplifier ------------------------------------------------------------------------
 
-def _sa_deck(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray,
-             name: str) -> np.ndarray:
-    """One evaluation of ``len(dv)`` SA instances, instance i with inp - inn = dv[i]:
-    True where the decision is 1 (inp above inn plus its offset).
-
-    The operating point at t = 0 has the clock low, i.e. the latch already reset, so the
-    deck evaluates once right away (``SA_EVAL`` long: a resolvable decision takes well
-    under it) instead of simulating a whole 4 ns cycle."""
+def _sa_body(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray
+             ) -> tuple[str, list[FindAt]]:
+    """The SA offset bench: instance ``Xsa<i>`` with inp - inn = dv[i] (see
+    :func:`_sa_deck`), and the decisions it measures."""
     cfg = design.cfg
     sa = _tpl(ctx, "strongarm_sa")
     te = cfg.t_edge
@@ -484,7 +688,42 @@ def _sa_deck(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray,
     lines += [tran("10p", t_read + 0.05e-9, "50p"),
               ".save " + " ".join(f"v(dout{i})" for i in range(len(dv)))]
     lines += [m.line() for m in meas]
-    vals = read_all(ctx.run(name, "\n".join(lines)), meas)
+    return "\n".join(lines), meas
+
+
+def sa_scores(ctx: JobContext, design: Design, n: int
+              ) -> tuple[list[str], np.ndarray] | None:
+    """The device scores of the ``n`` SA instances of :func:`sa_offsets` at ``ctx``'s die
+    (the same in every bisection deck: only the sources differ), see :func:`bench_scores`."""
+    body, _ = _sa_body(ctx, design, 0.4, np.zeros(n))
+    return bench_scores(ctx, "sa_scores", body, [f"xsa{i}" for i in range(n)])
+
+
+def sa_regression(offsets: np.ndarray, scores: tuple[list[str], np.ndarray] | None,
+                  valid: np.ndarray | None = None) -> Regression | None:
+    """The offsets (V) of the MC instances against their device scores
+    (:func:`select_linear`); ``valid`` leaves out instances whose bisection hit its
+    bounds. None without scores or with too few instances."""
+    if scores is None:
+        return None
+    terms, z = scores
+    keep = np.ones(len(offsets), bool) if valid is None else np.asarray(valid, bool)
+    try:
+        return select_linear(z[keep], np.asarray(offsets, float)[keep], terms)
+    except ValueError:  # a handful of instances: no fit, the column stays unpaired
+        return None
+
+
+def _sa_deck(ctx: JobContext, design: Design, vcm: float, dv: np.ndarray,
+             name: str) -> np.ndarray:
+    """One evaluation of ``len(dv)`` SA instances, instance i with inp - inn = dv[i]:
+    True where the decision is 1 (inp above inn plus its offset).
+
+    The operating point at t = 0 has the clock low, i.e. the latch already reset, so the
+    deck evaluates once right away (``SA_EVAL`` long: a resolvable decision takes well
+    under it) instead of simulating a whole 4 ns cycle."""
+    body, meas = _sa_body(ctx, design, vcm, dv)
+    vals = read_all(ctx.run(name, body), meas)
     if not np.isfinite(vals).all():
         raise JobFailed(f"{name}: missing SA decisions")
     return vals > 0.5 * ctx.point.vdd
@@ -557,7 +796,8 @@ def sa_from_sweep(path: str, corner: str, vdd: float, temp: float) -> SAModel:
                    offsets=[x["offset"].tolist() for _, x in rows])
 
 
-__all__ = ["CELL_OPTIONS", "CellOptions", "PointModel", "SAModel", "STACKS", "StackModel",
-           "check_cell_options", "line_capacitances", "mc_stacks",
-           "nominal_stacks", "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets",
-           "stack_models", "stack_sizes"]
+__all__ = ["CELL_OPTIONS", "CellOptions", "PointModel", "Regression", "SAModel", "STACKS",
+           "SCORE_KINDS", "StackModel", "bench_scores", "check_cell_options", "fit_linear",
+           "interp_rows", "line_capacitances", "mc_stacks", "nominal_stacks",
+           "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets", "sa_regression",
+           "sa_scores", "select_linear", "stack_models", "stack_sizes"]

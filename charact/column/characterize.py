@@ -20,7 +20,9 @@ from charact.column.cells import (
     sa_delay,
     sa_from_sweep,
     sa_offsets,
+    sa_regression,
     sa_resolution,
+    sa_scores,
     stack_models,
     sub_context,
 )
@@ -58,7 +60,10 @@ def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) ->
             # from 0.28 to 0.46 V at NOM): characterize around the typical decision
             vcms = [round(vcm - span, 3), vcm, round(vcm + span, 3)] if span > 0 else [vcm]
             rng, res = float(opts["sa_range"]), float(opts["sa_resolution"])
-            nom, sig, mean, all_offs, bounds = [], [], [], [], 0
+            n_sa = int(opts["sa_samples"])
+            # the instances' device scores: one rendering, the same in every deck
+            scores = sa_scores(mctx, design, n_sa)
+            nom, sig, mean, all_offs, bounds, regs = [], [], [], [], 0, []
             for i, vc in enumerate(vcms):
                 nom.append(float(sa_offsets(nctx, design, vc, 1, rng, res / 8,
                                             f"nom{i}")[0]))
@@ -67,10 +72,14 @@ def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) ->
                 sig.append(float(offs.std(ddof=1)))
                 mean.append(float(offs.mean()))
                 all_offs.append(offs.tolist())
-                bounds += int((np.abs(offs) > rng - res).sum())
+                inside = np.abs(offs) <= rng - res
+                bounds += int((~inside).sum())
+                regs.append(sa_regression(offs, scores, inside))
             t0, tau = sa_delay(nctx, design, vcm, nom[vcms.index(vcm)])
-            sa = SAModel(vcms, nom, sig, mean, int(opts["sa_samples"]), t0, tau,
-                         sa_resolution(t0, tau, p.vdd, t_avail), bounds, "mc", all_offs)
+            sa = SAModel(vcms, nom, sig, mean, n_sa, t0, tau,
+                         sa_resolution(t0, tau, p.vdd, t_avail), bounds, "mc", all_offs,
+                         # a fit at every common mode or none: the grid is interpolated
+                         [r for r in regs if r is not None] if all(regs) else [])
         else:
             sa = sa_from_sweep(str(opts["sa_offset"]), p.corner, p.vdd, p.temp)
             sa.resolution = sa_resolution(sa.t0, sa.tau, p.vdd, t_avail)

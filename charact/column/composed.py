@@ -23,11 +23,18 @@ One conversion, vectorized over many (numpy), on the timeline of
 Each line's capacitance is ``c_rbl`` + the measured parasitics (SA input, precharge
 switch, replica stacks) + the drain capacitance of the MAC stacks on it.
 
-A die (one Monte-Carlo job) draws one standard score per device: four read stacks per
-cell position (so a cell reads with the same device every time it conducts through it),
-32 ramp rows, the calibration stack and the SA of every column; all decks of the job
-convert on that same die. Not modelled: SA kickback onto the bitlines, SA noise, RWL
-wire delay; the report of the validation says how much that matters.
+A die (one Monte-Carlo job) has one factor per read stack: those of the cell positions
+(so a cell reads with the same device every time it conducts through it), 32 ramp rows,
+the calibration stack, and one offset per SA; all decks of the job convert on that same
+die. :func:`keyed_die` computes them from the device-keyed scores
+(:mod:`charact.mismatch`) of the devices at the very instance paths the SPICE deck of the
+same pattern holds (``xc<c>_d<i>_b<b><side>.x0.xa``, ``xc<c>_ramp<j>``, ``xc<c>_cal``,
+``xsa<c>``), through the sensitivities the cell benches fitted (``StackModel.reg``,
+``SAModel.reg``): composed die d of seed s is SPICE die d of seed s, conversion for
+conversion, up to the fits' residuals. :func:`draw_die` (an rng) remains for studies of
+the composed column alone. Not modelled: SA kickback onto the bitlines, SA noise, RWL
+wire delay, the precharge switches' mismatch; the report of the validation says how much
+that matters.
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ import math
 import numpy as np
 
 from charact.column.calibration import Calibration, calibration_patterns
-from charact.column.cells import PointModel
+from charact.column.cells import SCORE_KINDS, PointModel, Regression
 from charact.column.design import Design, draw_patterns
 from charact.column.netlist import N_CODES, N_RAMP, W_MAX
+from charact.mismatch import normals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +60,10 @@ class Die:
     z_cal: np.ndarray  # (n_cols,)
     z_sa: np.ndarray  # (n_cols,)
     scale: float = 1.0  # multiplies every spread; 0 = the nominal circuit
+    # (n_cols, n_vcm): each SA's offset (V) at the model's common modes, from its device
+    # scores (keyed dies); None: ``z_sa`` scales the model's offset spread
+    sa_grid: np.ndarray | None = None
+    paired: bool = False  # every value from the SPICE deck's devices (see keyed_die)
 
 
 def draw_die(rng: np.random.Generator, n_cols: int, n_dims: int,
@@ -66,6 +78,143 @@ def nominal_die(n_cols: int, n_dims: int) -> Die:
     """The circuit without mismatch."""
     return Die(np.zeros((n_cols, n_dims, 3, 4)), np.zeros((n_cols, N_RAMP)),
                np.zeros(n_cols), np.zeros(n_cols), 0.0)
+
+
+#: Side letter of a conducting MAC stack in the lean deck, by the index of ``Die.z_mac``'s
+#: last axis (0 lp: Q_L read by RWL+, 1 ln, 2 rp, 3 rn): the deck names a stack by the
+#: bitline it pulls (``l`` when weight digit x input > 0), so lp and rn are one device,
+#: ln and rp another.
+STACK_SIDE = ("l", "r", "r", "l")
+
+
+def stack_instance(col: int, dim: int, bit: int, side: str) -> str:
+    """The lean deck's instance of a MAC read stack (lower case, as device paths are)."""
+    return f"xc{col}_d{dim}_b{bit}{side}"
+
+
+def ramp_instance(col: int, row: int) -> str:
+    return f"xc{col}_ramp{row}"
+
+
+def cal_instance(col: int) -> str:
+    """The merged calibration stack (untrimmed lean deck)."""
+    return f"xc{col}_cal"
+
+
+def sa_instance(col: int) -> str:
+    return f"xsa{col}"
+
+
+#: The read stacks' devices sit one level down, in the lean wrapper's ``X0 ... rd_stack``.
+STACK_WRAP = "x0"
+
+
+def device_paths(n_cols: int, n_dims: int, model: PointModel,
+                 need: np.ndarray | None = None) -> set[str]:
+    """The device paths a keyed die reads through the model's fits (MAC stacks: those
+    of ``need``, see :func:`keyed_die`; all when None): for checks against a deck."""
+    out: set[str] = set()
+    devs = {k: _devices(s.reg) for k, s in model.stacks.items()}
+    sa_devs = list(dict.fromkeys(d for r in model.sa.reg for d in _devices(r)))
+    for c in range(n_cols):
+        insts = [(stack_instance(c, i, b, side), "mac") for i in range(n_dims)
+                 for b in range(3) for s_i, side in enumerate("lr")
+                 if need is None or need[c, i, b, s_i]]
+        insts += [(ramp_instance(c, j), "rep") for j in range(N_RAMP)]
+        insts += [(cal_instance(c), "cal")]
+        out |= {f"{inst}.{STACK_WRAP}.{d}" for inst, k in insts for d in devs[k]}
+        out |= {f"{sa_instance(c)}.{d}" for d in sa_devs}
+    return out
+
+
+def _devices(reg: Regression | None) -> list[str]:
+    return list(dict.fromkeys(t.split(":")[0] for t in reg.terms)) if reg else []
+
+
+class _Scores:
+    """Device scores of one die, each device hashed once."""
+
+    def __init__(self, seed: int, die: int) -> None:
+        self.seed, self.die = seed, die
+        self.cache: dict[str, tuple[float, float]] = {}
+
+    def device(self, path: str) -> tuple[float, float]:
+        z = self.cache.get(path)
+        if z is None:
+            z = self.cache[path] = normals(self.seed, self.die, path)
+        return z
+
+    def terms(self, prefix: str, terms: list[str]) -> dict[str, float]:
+        """``{"<device>:vt": score, ...}`` of the devices below instance ``prefix``."""
+        out = {}
+        for t in terms:
+            dev, _, kind = t.partition(":")
+            out[t] = self.device(f"{prefix}.{dev}")[SCORE_KINDS.index(kind)]
+        return out
+
+
+def keyed_die(seed: int, die: int, n_cols: int, n_dims: int, model: PointModel,
+              scale: float = 1.0, need: np.ndarray | None = None,
+              storage: str = "lean") -> Die:
+    """Die ``die`` of the mismatch stream ``seed``: every stack's factor and every SA's
+    offset from the keyed scores of the devices at the SPICE deck's instance paths,
+    through the models' fits.
+
+    A stack's standard score is ``(ln_fit - mu_ln) / sigma_ln`` with ``ln_fit`` the fit
+    of its ln current ratio, so :func:`convert` (``exp(mu + sigma z)``) applies exactly
+    the fitted factor. ``need`` (n_cols, n_dims, 3, 2) bool, side l/r: the MAC stacks
+    the patterns make conduct (:func:`stacks_used`; the others are not in the lean deck
+    and are never read: their scores stay 0). Where a model has no fit (an old model, a
+    technology whose mismatch is not keyed, SA offsets from a ``sense_amp`` sweep), or
+    the storage is not lean (other instance paths), the value is still keyed to
+    ``(seed, die, instance)`` but drawn as a standard score of its own: the same die every
+    time, not the SPICE die's device values; ``Die.paired`` says whether all are."""
+    sc = _Scores(int(seed), int(die))
+    lean = storage == "lean"
+    paired = lean and all(s.reg is not None for s in model.stacks.values()) \
+        and bool(model.sa.reg)
+
+    def stack_z(kind: str, inst: str) -> float:
+        st = model.stacks[kind]
+        if st.reg is None or not lean:
+            return sc.device(f"{inst}#stack")[0]
+        ln = st.reg.predict(sc.terms(f"{inst}.{STACK_WRAP}", st.reg.terms))
+        return (ln - st.mu_ln) / st.sigma_ln if st.sigma_ln > 0 else 0.0
+
+    z_mac = np.zeros((n_cols, n_dims, 3, 4))
+    z_rep = np.zeros((n_cols, N_RAMP))
+    z_cal = np.zeros(n_cols)
+    z_sa = np.zeros(n_cols)
+    grid = np.zeros((n_cols, len(model.sa.vcm))) if model.sa.reg else None
+    # the fits of the common modes may keep different terms: score their union
+    sa_terms = list(dict.fromkeys(t for r in model.sa.reg for t in r.terms))
+    for c in range(n_cols):
+        for i in range(n_dims):
+            for b in range(3):
+                for s_i, side in enumerate("lr"):
+                    if need is not None and not need[c, i, b, s_i]:
+                        continue
+                    z = stack_z("mac", stack_instance(c, i, b, side))
+                    z_mac[c, i, b, [k for k in range(4) if STACK_SIDE[k] == side]] = z
+        z_rep[c] = [stack_z("rep", ramp_instance(c, j)) for j in range(N_RAMP)]
+        z_cal[c] = stack_z("cal", cal_instance(c))
+        if grid is not None:
+            grid[c] = model.sa.offset_grid(sc.terms(sa_instance(c), sa_terms))
+        else:
+            z_sa[c] = sc.device(f"{sa_instance(c)}#sa")[0]
+    return Die(z_mac, z_rep, z_cal, z_sa, float(scale), grid, paired)
+
+
+def stacks_used(x: np.ndarray, w: np.ndarray, col: np.ndarray, n_cols: int) -> np.ndarray:
+    """(n_cols, n_dims, 3, 2) bool: the MAC stacks (side l, r) that conduct in any of the
+    conversions ``x``, ``w`` (B, n_dims) on columns ``col`` (B,): the lean deck's set."""
+    x, w = np.asarray(x, np.int64), np.asarray(w, np.int64)
+    prod = np.sign(_digits(w)) * np.sign(x)[:, :, None]  # (B, n, 3)
+    out = np.zeros((n_cols, x.shape[1], 3, 2), bool)
+    for s_i, on in enumerate((prod > 0, prod < 0)):
+        bb, ii, kk = np.nonzero(on)
+        out[np.asarray(col)[bb], ii, kk, s_i] = True
+    return out
 
 
 @dataclasses.dataclass
@@ -163,12 +312,20 @@ def convert(model: PointModel, design: Design, x: np.ndarray, w: np.ndarray,
     dec = np.zeros((x.shape[0], N_RAMP), dtype=bool)
     vcm = np.empty((x.shape[0], N_RAMP))
     sa = model.sa
+    grid = die.sa_grid[col] if die.sa_grid is not None else None
+
+    def sa_off(vc: np.ndarray) -> np.ndarray:
+        if grid is None:
+            return sa.offset_at(vc, z_sa)
+        nom = sa.offset_at(vc, np.zeros_like(vc))
+        return nom + s * (sa.offset_from_grid(vc, grid) - nom)  # s = 1: the fit itself
+
     for j in range(N_RAMP):
         v_l = rep_m.discharge(v_l, f_rep[:, j] * rep_m.t_eff(t_step), c_l)
         v_l, v_r = leak(v_l, v_r, cfg.t_clk / 2)
         levels_l[:, j + 1], levels_r[:, j + 1] = v_l, v_r
         vcm[:, j] = 0.5 * (v_l + v_r)
-        over = (v_r - v_l) - sa.offset_at(vcm[:, j], z_sa)
+        over = (v_r - v_l) - sa_off(vcm[:, j])
         dec[:, j] = over > sa.resolution
         v_l, v_r = leak(v_l, v_r, cfg.t_clk / 2)
     return Result(dec, levels_l, levels_r, v_l_mac, v_r_mac, vcm)
@@ -264,5 +421,6 @@ def typical_vcm(model: PointModel, design: Design, n: int = 64, seed: int = 7) -
     return v if math.isfinite(v) else model.v_pre - 0.1
 
 
-__all__ = ["Die", "Result", "calibrate_model", "convert", "draw_die", "nominal_die",
-           "typical_vcm"]
+__all__ = ["Die", "Result", "STACK_SIDE", "STACK_WRAP", "cal_instance", "calibrate_model",
+           "convert", "device_paths", "draw_die", "keyed_die", "nominal_die", "ramp_instance",
+           "sa_instance", "stack_instance", "stacks_used", "typical_vcm"]

@@ -5,8 +5,11 @@
   and the whole model as JSON (``model_json``), which ``ima_column_composed`` can load.
 * ``ima_column_composed``: the ``ima_column`` conversions computed by the composed
   column (:mod:`charact.column.composed`) instead of full-column SPICE. Same options (plus
-  the cell-level ones), same patterns for the same seeds, and a table of exactly the
-  ``ima_column`` format, so error tables and ``charact fit`` work unchanged. A spec
+  the cell-level ones), same patterns for the same seeds, the same dies (job (seed, die)
+  is computed from the devices of SPICE die (seed, die) through the cell benches' fits,
+  :func:`charact.column.composed.keyed_die`, so the two blocks' conversions pair one to
+  one), and a table of exactly the ``ima_column`` format, so error tables and
+  ``charact fit`` work unchanged. A spec
   chooses the mode by its ``block`` field: ``ima_column`` (full SPICE) or
   ``ima_column_composed``.
 
@@ -44,7 +47,13 @@ from charact.column.blocks import ArrayBlock, ImaColumn, ImaColumnOptions
 from charact.column.calibration import Calibration, calibration_for
 from charact.column.cells import CELL_OPTIONS, CellOptions, PointModel, check_cell_options
 from charact.column.characterize import characterize_point
-from charact.column.composed import calibrate_model, convert, draw_die, nominal_die
+from charact.column.composed import (
+    calibrate_model,
+    convert,
+    keyed_die,
+    nominal_die,
+    stacks_used,
+)
 from charact.column.design import Design, DesignOptions, check_design, make_design
 from charact.column.netlist import N_CAL
 from charact.errors import UserError
@@ -164,7 +173,7 @@ class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
-    version = "1"
+    version = "2"  # 2: the sensitivity fits (reg_*, sa_reg_*) for keyed composed dies
     Options = CellMCOptions
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
@@ -172,6 +181,8 @@ class ImaCellMC(ArrayBlock):
         "t_off_mac", "t_off_rep", "t_off_cal", "gain_mac", "gain_rep", "gain_cal",
         "corr_v_mac", "corr_v_rep", "corr_v_cal", "c_drain_mac", "c_par_l", "c_par_r",
         "sa_vcm", "sa_offset_nom", "sa_sigma", "sa_mean_mc", "sa_t0", "sa_tau",
+        "reg_r2_mac", "reg_r2_rep", "reg_r2_cal", "reg_sigma_mac", "reg_sigma_rep",
+        "reg_sigma_cal", "sa_reg_r2", "sa_reg_r2_cv", "sa_reg_sigma", "sa_reg_terms",
         "rep_ratio", "design", "model_json",
     )
     units = {
@@ -181,6 +192,10 @@ class ImaCellMC(ArrayBlock):
         "c_drain_mac": "F", "c_par_l": "F", "c_par_r": "F", "sa_vcm": "V",
         "sa_offset_nom": "V", "sa_sigma": "V", "sa_mean_mc": "V", "sa_t0": "s",
         "sa_tau": "s", "rep_ratio": "1", "design": "-", "model_json": "-",
+        # the fits of ln(I/I_nom) (residual in ln units) and of the SA offset (V)
+        **{f"reg_r2_{k}": "1" for k in ("mac", "rep", "cal")},
+        **{f"reg_sigma_{k}": "1" for k in ("mac", "rep", "cal")},
+        "sa_reg_r2": "1", "sa_reg_r2_cv": "1", "sa_reg_sigma": "V", "sa_reg_terms": "1",
     }
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +218,7 @@ class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
-    version = "2"
+    version = "3"  # 3: keyed dies, the SPICE deck's device values (was: an rng's)
     Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units
@@ -241,15 +256,16 @@ class ImaColumnComposed(ArrayBlock):
             cal = model_calibration(model, design)
         else:
             cal = calibration_for(ctx, design)
-        n = design.cfg.n_dims
-        if ctx.point.seed is None:
-            die = nominal_die(int(o["n_cols"]), n)
-        else:  # the die's devices: a stream of its own, apart from the patterns
-            die = draw_die(np.random.default_rng([int(seed), 0x5EED]), int(o["n_cols"]), n,
-                           float(o["mismatch_scale"]))
+        n, n_cols = design.cfg.n_dims, int(o["n_cols"])
         x = np.concatenate([np.repeat(xd[None, :], wd.shape[0], 0) for xd, wd in decks])
         w = np.concatenate([wd for _, wd in decks])
         col = np.concatenate([np.arange(wd.shape[0]) for _, wd in decks])
+        if ctx.point.seed is None:
+            die = nominal_die(n_cols, n)
+        else:  # the SPICE die (seed, die): its devices' keyed scores through the fits
+            die = keyed_die(ctx.point.seed, ctx.point.die, n_cols, n, model,
+                            float(o["mismatch_scale"]), stacks_used(x, w, col, n_cols),
+                            design.cfg.storage)
         res = convert(model, design, x, w, col, die, cal.t_cal, cal.t_step)
         rows: list[dict[str, Any]] = []
         start = 0

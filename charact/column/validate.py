@@ -10,12 +10,37 @@ of the SPICE sigma. Where it does not, the difference may still lie within the s
 error of the two estimates (the SPICE side is usually thin: a few dies): the verdict
 then says "within sampling error" (Welch's t-test of the means and the F-test of the
 variances at 95 %), and only the remaining codes are called disagreements. Pooled
-over all codes of a point, the same tests give the point's verdict. Conversions that
-ran both ways on identical patterns (same seeds) are also compared one by one.
+over all codes of a point, the same tests give the point's verdict.
+
+**Paired** (:func:`paired_equivalence`): since the composed column computes die d of
+seed s from the device scores of SPICE die d of seed s (``charact.column.composed.
+keyed_die``) and converts the same patterns, the two tables join conversion for
+conversion on (corner, vdd, temp, seed, die, deck, col). Per operating point, pooled over
+the ideal codes: the rate of identical codes, the paired difference of the code errors
+``d = e_composed - e_spice`` (mean, sd, n), and two equivalence tests (TOST, two one-sided
+tests at alpha = 5 %), each with its p-value (equivalence shown when p < alpha) and the
+smallest difference it could detect at 80 % power:
+
+* mean error: ``|mean d| < 0.2 LSB``, a paired t-test with a cluster-robust standard
+  error. Conversions of one column of one die share that column's SA and replica rows,
+  so they are not independent; the clusters are (seed, die, col) and the degrees of
+  freedom clusters - 1 (with one conversion per cluster, the plain paired t-test).
+* sigma: ``0.9 < sigma_composed / sigma_spice < 1.1``, a Wald test of the log ratio whose
+  standard error comes from a paired cluster bootstrap (clusters resampled with both
+  sides of every pair, so the strong correlation of the two errors of a pair, which is
+  what makes the paired test sharper than an F-test, and the clustering are kept).
+  The Pitman-Morgan test of paired variances would also use the pairing, but assumes
+  independent pairs.
+
+The "smallest difference" (``mdd``) is the true difference a two-sided test at the same
+alpha finds with 80 % power, ``(t_{1-alpha/2} + t_{0.8}) SE``; ``margin80`` is the
+smallest equivalence margin the TOST would establish with 80 % power were the truth 0,
+``(t_{1-alpha} + t_{0.9}) SE``: a margin below it cannot be shown with this n.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -30,6 +55,14 @@ from charact.tables import check_block, manifest_block, read_manifest, read_swee
 
 TOL_MEAN = 0.2  # LSB
 TOL_SIGMA = 0.2  # relative
+MARGIN_MEAN = 0.2  # LSB: the paired equivalence margin of the mean error
+MARGIN_SIGMA = 0.10  # relative: of the sigma ratio
+ALPHA = 0.05
+POWER = 0.80
+N_BOOT = 2000
+#: A conversion pair: the same operating point, die, deck and column.
+PAIR_KEYS = PVT + ["seed", "die", "deck", "col"]
+CLUSTER = ["seed", "die", "col"]  # one column of one die: one SA, one set of replica rows
 
 
 def _stats(e: np.ndarray) -> dict[str, float]:
@@ -190,6 +223,186 @@ def paired(spice: pd.DataFrame, composed: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# -- paired equivalence ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Tost:
+    """One two-one-sided-tests equivalence result: ``low < estimate < high`` shown at
+    ``alpha`` when ``p < alpha`` (p the larger one-sided p-value)."""
+
+    estimate: float
+    se: float
+    df: float
+    low: float
+    high: float
+    p: float
+    ci_lo: float  # the 1 - 2 alpha interval (inside the margins iff p < alpha)
+    ci_hi: float
+    mdd: float  # the smallest true difference a two-sided alpha test finds at 80 % power
+    margin80: float  # the smallest margin this TOST shows at 80 % power if the truth is 0
+    n: int
+    clusters: int
+
+    @property
+    def equivalent(self) -> bool:
+        return bool(self.p < ALPHA)
+
+
+def _tost(est: float, se: float, df: float, low: float, high: float, n: int, g: int,
+          alpha: float, power: float, scale=None) -> Tost:
+    """TOST of ``est`` (standard error ``se``, t with ``df``) against (low, high); with
+    ``scale`` (exp for a log ratio) the interval and the detectable differences are
+    returned on the original scale, relative to 1."""
+    from scipy.stats import t as dist
+
+    if not (df >= 1 and math.isfinite(se) and math.isfinite(est)):
+        nan = math.nan
+        return Tost(est, se, df, low, high, nan, nan, nan, nan, nan, n, g)
+    if se > 0:
+        p = max(float(dist.sf((est - low) / se, df)), float(dist.cdf((est - high) / se, df)))
+    else:  # no spread at all: the estimate is exact
+        p = 0.0 if low < est < high else 1.0
+    q = float(dist.ppf(1 - alpha, df))
+    lo, hi = est - q * se, est + q * se
+    mdd = (float(dist.ppf(1 - alpha / 2, df)) + float(dist.ppf(power, df))) * se
+    m80 = (q + float(dist.ppf(1 - (1 - power) / 2, df))) * se
+    if scale is not None:
+        lo, hi, mdd, m80 = scale(lo), scale(hi), scale(mdd) - 1, scale(m80) - 1
+    return Tost(est, se, df, low, high, p, lo, hi, mdd, m80, n, g)
+
+
+def _cluster_ids(clusters: np.ndarray | None, n: int) -> np.ndarray:
+    """Cluster labels (any hashable values, one per observation) as 0..G-1."""
+    if clusters is None:
+        return np.arange(n)
+    return np.unique(np.asarray(clusters), return_inverse=True)[1].reshape(-1)
+
+
+def cluster_mean(x: np.ndarray, clusters: np.ndarray | None = None
+                 ) -> tuple[float, float, int]:
+    """(mean, cluster-robust standard error, clusters) of ``x``: the sandwich estimate
+    ``G/(G-1) sum_g (sum_{i in g} (x_i - mean))^2 / N^2``; one observation per cluster
+    gives the usual ``s / sqrt(N)``."""
+    x = np.asarray(x, float)
+    ids = _cluster_ids(clusters, x.size)
+    g = int(ids.max()) + 1 if x.size else 0
+    if x.size == 0:
+        return math.nan, math.nan, 0
+    m = float(x.mean())
+    if g < 2:
+        return m, math.nan, g
+    sums = np.bincount(ids, weights=x - m, minlength=g)
+    return m, math.sqrt(g / (g - 1) * float((sums ** 2).sum())) / x.size, g
+
+
+def tost_mean(d: np.ndarray, clusters: np.ndarray | None = None,
+              margin: float = MARGIN_MEAN, alpha: float = ALPHA,
+              power: float = POWER) -> Tost:
+    """Equivalence of the mean of the paired differences ``d`` to 0 within +-margin:
+    paired t-test, cluster-robust standard error, clusters - 1 degrees of freedom."""
+    m, se, g = cluster_mean(d, clusters)
+    return _tost(m, se, g - 1, -margin, margin, int(np.size(d)), g, alpha, power)
+
+
+def tost_sigma_ratio(e_ref: np.ndarray, e_new: np.ndarray,
+                     clusters: np.ndarray | None = None, margin: float = MARGIN_SIGMA,
+                     alpha: float = ALPHA, power: float = POWER, n_boot: int = N_BOOT,
+                     seed: int = 0) -> Tost:
+    """Equivalence of ``sd(e_new) / sd(e_ref)`` to 1 within +-margin for paired samples:
+    a Wald TOST of the log ratio against (log(1 - margin), log(1 + margin)), its
+    standard error from a paired cluster bootstrap (``n_boot`` resamples of whole
+    clusters, both members of every pair together; ``seed`` fixes them). The returned
+    estimate is the log ratio; ``ci_lo``/``ci_hi`` are ratios and ``mdd``/``margin80``
+    relative deviations of the ratio."""
+    a, b = np.asarray(e_ref, float), np.asarray(e_new, float)
+    ids = _cluster_ids(clusters, a.size)
+    g = int(ids.max()) + 1 if a.size else 0
+    lo, hi = math.log(1 - margin), math.log(1 + margin)
+    nan = math.nan
+    if a.size < 3 or g < 2:
+        return Tost(nan, nan, nan, lo, hi, nan, nan, nan, nan, nan, int(a.size), g)
+    sa, sb = a.std(ddof=1), b.std(ddof=1)
+    if sa == 0 and sb == 0:  # both exact: the ratio is 1 by convention
+        return _tost(0.0, 0.0, g - 1, lo, hi, int(a.size), g, alpha, power, math.exp)
+    if sa == 0 or sb == 0:
+        return Tost(math.inf if sa == 0 else -math.inf, nan, g - 1, lo, hi, 1.0, nan, nan,
+                    nan, nan, int(a.size), g)
+    est = math.log(sb / sa)
+    # per cluster: count, sums and sums of squares of both sides; a resample is a
+    # multiset of clusters, so its variances follow from weighted cluster totals
+    n_g = np.bincount(ids, minlength=g).astype(float)
+    s1a, s1b = np.bincount(ids, a, g), np.bincount(ids, b, g)
+    s2a, s2b = np.bincount(ids, a * a, g), np.bincount(ids, b * b, g)
+    rng = np.random.default_rng(seed)
+    w = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(n_boot)])
+    n = w @ n_g
+
+    def var(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+        return ((w @ s2) - (w @ s1) ** 2 / n) / np.maximum(n - 1, 1)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = 0.5 * np.log(var(s1b, s2b) / var(s1a, s2a))
+    boot = boot[np.isfinite(boot)]
+    se = float(boot.std(ddof=1)) if boot.size > 1 else nan
+    return _tost(est, se, g - 1, lo, hi, int(a.size), g, alpha, power, math.exp)
+
+
+def join_pairs(spice: pd.DataFrame, composed: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """SPICE and composed conversions joined on :data:`PAIR_KEYS` (both "ok"), with
+    ``e_spice``, ``e_composed`` and ``d = e_composed - e_spice``; pairs whose patterns
+    differ (another pattern stream: not the same conversion) are dropped and counted."""
+    missing = [k for k in PAIR_KEYS if k not in spice or k not in composed]
+    if missing:
+        raise UserError(f"paired validation: the tables lack {', '.join(missing)}")
+    s, c = _errors(spice), _errors(composed)
+    extra = ["pattern"] if "pattern" in s and "pattern" in c else []
+    m = s[PAIR_KEYS + ["code", "code_ideal", "error"] + extra].merge(
+        c[PAIR_KEYS + ["code", "error"] + extra], on=PAIR_KEYS,
+        suffixes=("_spice", "_composed"))
+    dropped = 0
+    if extra:
+        same = m["pattern_spice"] == m["pattern_composed"]
+        dropped = int((~same).sum())
+        m = m[same]
+    m = m.rename(columns={"error_spice": "e_spice", "error_composed": "e_composed"})
+    m["d"] = m["e_composed"] - m["e_spice"]
+    return m.reset_index(drop=True), dropped
+
+
+def paired_equivalence(spice: pd.DataFrame, composed: pd.DataFrame,
+                       margin_mean: float = MARGIN_MEAN,
+                       margin_sigma: float = MARGIN_SIGMA, alpha: float = ALPHA,
+                       power: float = POWER, n_boot: int = N_BOOT) -> pd.DataFrame:
+    """Per operating point, pooled over the ideal codes: the pairs' identical-code rate
+    and the two TOSTs (see the module doc). Empty when no conversion pairs."""
+    m, dropped = join_pairs(spice, composed)
+    rows = []
+    for pt, g in m.groupby(PVT, sort=True):
+        cl = g[CLUSTER].astype(str).agg("|".join, axis=1).to_numpy()
+        same, se_same, n_cl = cluster_mean((g["d"] == 0).to_numpy(float), cl)
+        w1, se_w1, _ = cluster_mean((g["d"].abs() <= 1).to_numpy(float), cl)
+        tm = tost_mean(g["d"].to_numpy(), cl, margin_mean, alpha, power)
+        ts = tost_sigma_ratio(g["e_spice"].to_numpy(), g["e_composed"].to_numpy(), cl,
+                              margin_sigma, alpha, power, n_boot)
+        rows.append({
+            **dict(zip(PVT, pt, strict=True)), "pairs": len(g), "clusters": n_cl,
+            "dies": int(g[["seed", "die"]].drop_duplicates().shape[0]),
+            "dropped": dropped, "same_code": same, "se_same_code": se_same,
+            "within_1": w1, "se_within_1": se_w1,
+            "mean_d": tm.estimate, "sd_d": float(g["d"].std(ddof=1)) if len(g) > 1
+            else math.nan, "se_d": tm.se, "p_mean": tm.p, "mdd_mean": tm.mdd,
+            "margin80_mean": tm.margin80, "equiv_mean": tm.equivalent,
+            "sigma_spice": float(g["e_spice"].std(ddof=1)) if len(g) > 1 else math.nan,
+            "sigma_composed": float(g["e_composed"].std(ddof=1)) if len(g) > 1
+            else math.nan,
+            "sigma_ratio": math.exp(ts.estimate) if math.isfinite(ts.estimate) else
+            (math.inf if ts.estimate > 0 else math.nan),
+            "ratio_lo": ts.ci_lo, "ratio_hi": ts.ci_hi, "p_sigma": ts.p,
+            "mdd_sigma": ts.mdd, "margin80_sigma": ts.margin80,
+            "equiv_sigma": ts.equivalent})
+    return pd.DataFrame(rows)
+
+
 def _fmt(v: Any, nd: int = 2) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
@@ -237,6 +450,55 @@ def _job_seconds(d: Path) -> tuple[float, int]:
     return wall, n
 
 
+def paired_section(s_df: pd.DataFrame, c_df: pd.DataFrame, c_man: dict[str, Any],
+                   margin_mean: float = MARGIN_MEAN,
+                   margin_sigma: float = MARGIN_SIGMA) -> list[str]:
+    """The report's paired part: identical-code rate and the two TOSTs per point."""
+    try:
+        eq = paired_equivalence(s_df, c_df, margin_mean, margin_sigma)
+    except UserError as exc:
+        return ["", "## Paired conversions (same dies both ways)", "", f"Not possible: {exc}."]
+    out = ["", "## Paired conversions (same dies both ways)", ""]
+    if eq.empty:
+        return out + ["No conversion ran both ways (same operating point, seed, die, deck, "
+                      "column and pattern).", ""]
+    block = c_man.get("block") if isinstance(c_man.get("block"), dict) else {}
+    try:
+        old = int(str(block.get("version", "3"))) < 3
+    except ValueError:
+        old = False
+    if old:
+        out += ["**The composed sweep predates keyed dies** (block version "
+                f"{block.get('version')}): its dies were drawn by an rng, so the pairs "
+                "below are the same patterns on different silicon; rerun it.", ""]
+    out += [f"Pairs join on {', '.join(PAIR_KEYS)} (dropped for differing patterns: "
+            f"{int(eq['dropped'].iloc[0])}). d = composed error - SPICE error (LSB). "
+            f"TOST at alpha {ALPHA:g}: the mean of d within +-{margin_mean:g} LSB (paired "
+            "t, cluster-robust SE over die-columns); sigma composed / sigma SPICE within "
+            f"+-{margin_sigma:.0%} (Wald on the log ratio, SE from a paired cluster "
+            f"bootstrap of {N_BOOT} resamples). **equiv.** when p < {ALPHA:g}; mdd: the "
+            f"smallest true difference a two-sided test finds at {POWER:.0%} power; "
+            "margin80: the smallest margin this n shows at that power (a margin below it "
+            "cannot be shown). Rates with their cluster-robust standard errors.", ""]
+    t = eq.copy()
+    t["same"] = [f"{a:.3f} +- {b:.3f}" for a, b in zip(t["same_code"], t["se_same_code"],
+                                                       strict=True)]
+    t["w1"] = [f"{a:.3f} +- {b:.3f}" for a, b in zip(t["within_1"], t["se_within_1"],
+                                                     strict=True)]
+    t["ratio_ci"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                     zip(t["sigma_ratio"], t["ratio_lo"], t["ratio_hi"], strict=True)]
+    out += _md_table(t, [
+        ("corner", "corner"), ("vdd", "VDD"), ("temp", "T"), ("pairs", "pairs"),
+        ("clusters", "die-cols"), ("dies", "dies"), ("same", "same code"),
+        ("w1", "within 1"), ("mean_d", "mean d"), ("sd_d", "sd d"), ("se_d", "SE"),
+        ("p_mean", "p mean"), ("mdd_mean", "mdd"), ("margin80_mean", "margin80"),
+        ("equiv_mean", "mean equiv."), ("sigma_spice", "sigma S"),
+        ("sigma_composed", "sigma C"), ("ratio_ci", "ratio [90 %]"), ("p_sigma", "p sigma"),
+        ("mdd_sigma", "mdd"), ("margin80_sigma", "margin80"),
+        ("equiv_sigma", "sigma equiv.")], nd=3)
+    return out + [""]
+
+
 def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
                  c_df: pd.DataFrame, c_manifest: dict[str, Any] | None = None) -> list[str]:
     """How the composed side was made, what it leaves out, the sampling limits of the
@@ -259,9 +521,11 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
             "nominal bench; SA offset from Monte-Carlo instances (parallel bisection) at "
             "the column's typical decision common mode, nominal offset and delay from "
             "nominal decks (`charact.column.cells`). The column integrates both bitlines "
-            "exactly for the separable I(V) model, draws one standard score per device "
-            "and die, calibrates itself with the procedure of `charact.column.calibration`, and "
-            "decides every ramp cycle (`charact.column.composed`). Not modelled: SA noise "
+            "exactly for the separable I(V) model, computes each die from the keyed "
+            "device scores of the same SPICE die through the sensitivities fitted on the "
+            "cell benches, calibrates itself with the procedure of "
+            "`charact.column.calibration`, and decides every ramp cycle "
+            "(`charact.column.composed`). Not modelled: SA noise "
             "and kickback (an SA bench with the inputs on the bitline capacitance instead "
             "of ideal sources gave the same offsets), leakage mismatch, the calibration "
             "stack's on-state capacitance (absorbed by the self-calibration).", ""]
@@ -330,8 +594,10 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
 
 def report(spice_dir: str | Path, composed_dir: str | Path, command: str,
            tol_mean: float = TOL_MEAN, tol_sigma: float = TOL_SIGMA,
-           extra: str = "") -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The Markdown report and its two tables."""
+           extra: str = "", margin_mean: float = MARGIN_MEAN,
+           margin_sigma: float = MARGIN_SIGMA) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The Markdown report and its two (unpaired) tables; the paired part is
+    :func:`paired_equivalence`'s."""
     from charact.provenance import stamp
 
     # each side must be the sweep it claims to be: a swapped pair would invert the report
@@ -371,13 +637,14 @@ def report(spice_dir: str | Path, composed_dir: str | Path, command: str,
         for c in cal_cols:
             cols += [(f"{c}_spice", f"{c} SPICE"), (f"{c}_composed", f"{c} comp.")]
         lines += _md_table(first, cols, nd=4)
+    lines += paired_section(s_df, c_df, c_man, margin_mean, margin_sigma)
     if not pairs.empty:
         lines += ["", "## Identical patterns", "",
-                  "Conversions that ran both ways on the same patterns (same seeds); their "
-                  "devices differ (independent Monte-Carlo draws), so this measures the "
-                  "spread of the pairs, not a bias; the MAC-phase differential ``v_mac`` "
-                  "of a pair differs by the cells' mismatch only, so its mean difference "
-                  "is the composed MAC phase's bias (in SPICE LSB):", ""]
+                  "Conversions that ran both ways on the same patterns (same seeds). The "
+                  "MAC-phase differential ``v_mac`` of a pair differs by what the composed "
+                  "MAC phase gets wrong (and, for composed sweeps before keyed dies, by "
+                  "the cells' mismatch), so its mean difference is the composed MAC "
+                  "phase's bias (in SPICE LSB):", ""]
         cols = [("corner", "corner"), ("conversions", "pairs"), ("same_code", "same code"),
                 ("within_1", "within 1 LSB"), ("mean_d_code", "code: mean (C - S)"),
                 ("sigma_d_code", "sigma")]
@@ -407,10 +674,21 @@ def report(spice_dir: str | Path, composed_dir: str | Path, command: str,
     return "\n".join(lines) + "\n", per_code, pooled
 
 
+def paired_report(spice_dir: str | Path, composed_dir: str | Path,
+                  margin_mean: float = MARGIN_MEAN,
+                  margin_sigma: float = MARGIN_SIGMA) -> pd.DataFrame:
+    """:func:`paired_equivalence` of two sweep folders (or tables)."""
+    s_df, _, _ = load_table(spice_dir, "ima_column")
+    c_df, _, _ = load_table(composed_dir, "ima_column_composed")
+    return paired_equivalence(s_df, c_df, margin_mean, margin_sigma)
+
+
 def write_report(spice_dir: str | Path, composed_dir: str | Path, out: str | Path,
                  command: str, tol_mean: float = TOL_MEAN, tol_sigma: float = TOL_SIGMA,
-                 notes: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
-    """Write the Markdown report (atomically); return its path and the pooled table."""
+                 notes: str | Path | None = None, margin_mean: float = MARGIN_MEAN,
+                 margin_sigma: float = MARGIN_SIGMA) -> tuple[Path, pd.DataFrame]:
+    """Write the Markdown report (atomically); return its path and the pooled table
+    (the paired one: :func:`paired_report`)."""
     from charact.provenance import atomic_path
 
     extra = ""
@@ -419,12 +697,15 @@ def write_report(spice_dir: str | Path, composed_dir: str | Path, out: str | Pat
         if not p.is_file():
             raise UserError(f"notes file not found: {p}")
         extra = p.read_text()
-    text, _, pooled = report(spice_dir, composed_dir, command, tol_mean, tol_sigma, extra)
+    text, _, pooled = report(spice_dir, composed_dir, command, tol_mean, tol_sigma, extra,
+                             margin_mean, margin_sigma)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return out, pooled
 
 
-__all__ = ["TOL_MEAN", "TOL_SIGMA", "compare", "load_table", "paired", "report",
-           "write_report"]
+__all__ = ["MARGIN_MEAN", "MARGIN_SIGMA", "PAIR_KEYS", "TOL_MEAN", "TOL_SIGMA", "Tost",
+           "cluster_mean", "compare", "join_pairs", "load_table", "paired",
+           "paired_equivalence", "paired_report", "paired_section", "report", "tost_mean",
+           "tost_sigma_ratio", "write_report"]
