@@ -186,6 +186,17 @@ def numpy_codes(ideal: Any, rng: Any) -> tuple[np.ndarray, np.random.Generator]:
     return arr, rng
 
 
+def check_levels(levels: Any, rng: Any, torch: Any) -> None:
+    """What ``sample_levels_`` needs: a contiguous float tensor of levels and a torch
+    Generator or None."""
+    if not levels.dtype.is_floating_point:
+        raise UserError(f"sample_levels_ needs a float tensor of levels, got {levels.dtype}")
+    if rng is not None and not isinstance(rng, torch.Generator):
+        raise UserError(f"rng must be a torch.Generator, got {type(rng).__name__}")
+    if not levels.is_contiguous():
+        raise UserError("sample_levels_ needs a contiguous tensor")
+
+
 class CodeErrorTable:
     """The converted-code distribution at one PVT point.
 
@@ -318,12 +329,7 @@ class CodeErrorTable:
         checked: the ADC clamps its levels to ``0..n_codes-1`` by construction.
         """
         torch = sys.modules["torch"]
-        if not levels.dtype.is_floating_point:
-            raise UserError(f"sample_levels_ needs a float tensor of levels, got {levels.dtype}")
-        if rng is not None and not isinstance(rng, torch.Generator):
-            raise UserError(f"rng must be a torch.Generator, got {type(rng).__name__}")
-        if not levels.is_contiguous():
-            raise UserError("sample_levels_ needs a contiguous tensor")
+        check_levels(levels, rng, torch)
         if levels.numel():
             self._draw_torch(levels, levels, rng, torch)
         return levels

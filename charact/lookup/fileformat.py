@@ -342,3 +342,12 @@ def require(obj: dict, key: str, where: str) -> Any:
     if key not in obj:
         raise UserError(f"{where}: missing field {key!r}")
     return obj[key]
+
+
+def by_corner(grids: dict[str, Any], corner: str) -> Any:
+    """The entry of ``grids`` for ``corner``, matched without regard to case (a table's
+    corners are named as its technology names them)."""
+    for c in grids:
+        if c.lower() == str(corner).lower():
+            return grids[c]
+    raise UserError(f"unknown corner {corner!r}; this table has: {', '.join(grids)}")

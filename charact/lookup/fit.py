@@ -47,13 +47,28 @@ def _require_columns(table: pd.DataFrame, cols: tuple[str, ...] | list[str], wha
                         f"{', '.join(map(str, table.columns))}")
 
 
-def _ok_rows(table: pd.DataFrame) -> pd.Series:
+def check_value_columns(value_columns: list[str] | None,
+                        numeric: list[str]) -> list[str]:
+    """The value columns to fit: those asked for (all ``numeric`` ones by default), each
+    a numeric measurement column, at least one."""
+    if value_columns is None:
+        value_columns = numeric
+    bad = [c for c in value_columns if c not in numeric]
+    if bad:
+        raise UserError(f"not a numeric measurement column: {', '.join(bad)}; available: "
+                        f"{', '.join(numeric) or 'none'}")
+    if not value_columns:
+        raise UserError("no numeric measurement column to fit in this table")
+    return list(value_columns)
+
+
+def ok_rows(table: pd.DataFrame) -> pd.Series:
     if "status" not in table.columns:
         return pd.Series(True, index=table.index)
     return table["status"].astype(str).str.lower().eq("ok")
 
 
-def _pvt_keys(table: pd.DataFrame) -> pd.DataFrame:
+def pvt_keys(table: pd.DataFrame) -> pd.DataFrame:
     """corner/vdd/temp with float noise removed, so 0.8 and 0.8000000001 group together."""
     out = pd.DataFrame({"corner": table["corner"].astype(str),
                         "vdd": np.round(pd.to_numeric(table["vdd"], errors="coerce"), 9),
@@ -123,7 +138,7 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
                         "fit the pooled table without it (charact fit --unstructured)")
     if not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
         raise UserError(f"n_codes must be an integer >= 2, got {n_codes!r}")
-    keys = _pvt_keys(table)
+    keys = pvt_keys(table)
     code = pd.to_numeric(table["code"], errors="coerce")
     ideal = pd.to_numeric(table["code_ideal"], errors="coerce")
     if ideal.isna().any() or (ideal != np.round(ideal)).any():
@@ -131,7 +146,7 @@ def fit_error_model(table: pd.DataFrame, n_codes: int, provenance: dict,
     if len(ideal) and (ideal.min() < 0 or ideal.max() >= n_codes):
         raise UserError(f"column sweep table: code_ideal spans {int(ideal.min())}.."
                         f"{int(ideal.max())}, outside 0..{n_codes - 1} (wrong --n-codes?)")
-    usable = _ok_rows(table) & code.notna()
+    usable = ok_rows(table) & code.notna()
     has_mac = "mac_ideal" in table.columns
     mac = pd.to_numeric(table["mac_ideal"], errors="coerce") if has_mac else None
 
@@ -266,17 +281,9 @@ def fit_pvt_table(table: pd.DataFrame, value_columns: list[str] | None, provenan
     if set(by) & set(PVT_COLUMNS):
         raise UserError(f"--by cannot name {', '.join(sorted(set(by) & set(PVT_COLUMNS)))}: "
                         "corner, vdd and temp are the table's grid already")
-    if value_columns is None:
-        value_columns = measurement_columns(table, by)
-    numeric = measurement_columns(table, by)
-    bad = [c for c in value_columns if c not in numeric]
-    if bad:
-        raise UserError(f"not a numeric measurement column: {', '.join(bad)}; available: "
-                        f"{', '.join(numeric) or 'none'}")
-    if not value_columns:
-        raise UserError("no numeric measurement column to fit in this table")
-    ok = _ok_rows(table)
-    keys = _pvt_keys(table)
+    value_columns = check_value_columns(value_columns, measurement_columns(table, by))
+    ok = ok_rows(table)
+    keys = pvt_keys(table)
     data = pd.concat([keys, table[by + list(value_columns)]], axis=1)[ok.to_numpy()]
     if data.empty:
         raise UserError(f"no successful row in the table ({len(table)} rows, all failed)")

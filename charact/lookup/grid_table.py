@@ -114,10 +114,7 @@ class GridTableModel:
     # -- queries ----------------------------------------------------------------------------
 
     def _grid(self, corner: str) -> GridCorner:
-        for c in self.corners:
-            if c.lower() == str(corner).lower():
-                return self.grids[c]
-        raise UserError(f"unknown corner {corner!r}; this table has: {', '.join(self.corners)}")
+        return ff.by_corner(self.grids, corner)
 
     def axes_of(self, name: str) -> list[str]:
         """The block axes ``name`` varies along (its query needs a value for each)."""
@@ -329,20 +326,13 @@ def fit_grid_table(table: pd.DataFrame, axes: list[str], value_columns: list[str
     if pooled:
         raise UserError(f"condition(s) {', '.join(pooled)} vary in this sweep but are not axes "
                         "of the table; add them to --by")
-    numeric = fitting.measurement_columns(table, [*axes, "item"])
-    if value_columns is None:
-        value_columns = numeric
-    bad = [c for c in value_columns if c not in numeric]
-    if bad:
-        raise UserError(f"not a numeric measurement column: {', '.join(bad)}; available: "
-                        f"{', '.join(numeric) or 'none'}")
-    if not value_columns:
-        raise UserError("no numeric measurement column to fit in this table")
-    ok = fitting._ok_rows(table)
+    value_columns = fitting.check_value_columns(
+        value_columns, fitting.measurement_columns(table, [*axes, "item"]))
+    ok = fitting.ok_rows(table)
     data = table[ok.to_numpy()].copy()
     if data.empty:
         raise UserError(f"no successful row in the table ({len(table)} rows, all failed)")
-    keys = fitting._pvt_keys(data)
+    keys = fitting.pvt_keys(data)
     data["corner"], data["vdd"], data["temp"] = keys["corner"], keys["vdd"], keys["temp"]
     job_axes = [a for a in axes if not _varies_within_jobs(data, a)]
     value_axes = {c: (list(axes) if _varies_within_jobs(data, c) else job_axes)

@@ -74,10 +74,7 @@ class PVTTableModel:
         return f"PVTTableModel(corners={self.corners}, names={self.names})"
 
     def _grid(self, corner: str) -> CornerGrid:
-        for c in self.corners:
-            if c.lower() == str(corner).lower():
-                return self.grids[c]
-        raise UserError(f"unknown corner {corner!r}; this table has: {', '.join(self.corners)}")
+        return ff.by_corner(self.grids, corner)
 
     def _check_name(self, name: str, stat: str) -> None:
         if name not in self.names:

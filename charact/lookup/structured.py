@@ -34,7 +34,7 @@ import numpy as np
 
 from charact.errors import UserError
 from charact.lookup import fileformat as ff
-from charact.lookup.error_model import PVT, CodeErrorTable, numpy_codes
+from charact.lookup.error_model import PVT, CodeErrorTable, check_levels, numpy_codes
 
 #: the arrays a chip has: Q.K^T (one column per key position) and A.V (one per d_v output)
 SITES = {"qk": 0, "av": 1}
@@ -271,12 +271,7 @@ class ChipColumnErrors:
         """In place, as :meth:`CodeErrorTable.sample_levels_`: ideal codes held as exact
         integers in a contiguous float tensor become this chip's noisy codes."""
         torch = sys.modules["torch"]
-        if not levels.dtype.is_floating_point:
-            raise UserError(f"sample_levels_ needs a float tensor of levels, got {levels.dtype}")
-        if rng is not None and not isinstance(rng, torch.Generator):
-            raise UserError(f"rng must be a torch.Generator, got {type(rng).__name__}")
-        if not levels.is_contiguous():
-            raise UserError("sample_levels_ needs a contiguous tensor")
+        check_levels(levels, rng, torch)
         if levels.numel() == 0:
             return levels
         # half-precision levels would round e + u: the shift is worked out in float32
