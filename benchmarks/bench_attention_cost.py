@@ -11,7 +11,8 @@ Times the forward pass (no gradient) of
 
 and prints the ratios against the targets: error-injected / clean hardware <= 1.3x and
 clean hardware / plain attention <= 3x. Each time is the median of ``--repeat`` runs after
-a warm-up, the functions interleaved so that a change of load hits all of them alike.
+a warm-up, the functions interleaved so that a change of load hits all of them alike; each
+ratio (of the medians) comes with the quartiles of the same ratio taken round by round.
 On one CPU thread the clock is the thread's CPU time (``time.thread_time``): on a shared
 machine the wall clock also counts the time the thread waits for a core, which moved the
 plain attention's median between 9 and 22 ms from one run to the next here; with more
@@ -86,9 +87,9 @@ def error_models(path: str | None, n_codes: int = 32) -> tuple[object, object]:
     return table, PointErrorModel(PVT("NOM", 1.0, 27.0), table, table, static)
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeat: int,
-                 sync: Callable[[], None], clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds of each function over ``repeat`` interleaved runs, after a warm-up."""
+def run_times(fns: dict[str, Callable[[], object]], repeat: int,
+              sync: Callable[[], None], clock: Callable[[], float]) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``repeat`` interleaved rounds, after a warm-up."""
     for fn in fns.values():
         fn()
         fn()
@@ -101,11 +102,19 @@ def median_times(fns: dict[str, Callable[[], object]], repeat: int,
             fn()
             sync()
             times[name].append(clock() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """``(first quartile, median, third quartile)``."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return q1, q2, q3
 
 
 def bench_shape(shape: tuple[int, int, int, int], device: torch.device, repeat: int,
-                table: object, point: object, k: int) -> dict[str, float]:
+                table: object, point: object, k: int) -> dict[str, list[float]]:
     b, h, sl, d = shape
     g = torch.Generator(device=device).manual_seed(0)
     q, kk, v = (torch.randn(b, h, sl, d, generator=g, device=device) * 0.3 for _ in range(3))
@@ -122,7 +131,7 @@ def bench_shape(shape: tuple[int, int, int, int], device: torch.device, repeat: 
     clock = time.thread_time if cpu_clock else time.perf_counter
 
     with torch.no_grad():
-        return median_times({
+        return run_times({
             "plain": lambda: reference_attention(q, kk, v),
             "clean": lambda: topkima_attention(q, kk, v, clean),
             "noisy": lambda: topkima_attention(q, kk, v, noisy, generator=gen),
@@ -130,9 +139,10 @@ def bench_shape(shape: tuple[int, int, int, int], device: torch.device, repeat: 
         }, repeat, sync, clock)
 
 
-def report(shape: tuple[int, int, int, int], device: torch.device, t: dict[str, float],
+def report(shape: tuple[int, int, int, int], device: torch.device, times: dict[str, list[float]],
            where: str) -> None:
     b, h, sl, d = shape
+    t = {name: statistics.median(v) for name, v in times.items()}
     print(f"{device.type} B={b} H={h} SL={sl} d={d} ({where}): plain {1e3 * t['plain']:.2f} ms, "
           f"clean {1e3 * t['clean']:.2f} ms, noisy {1e3 * t['noisy']:.2f} ms, "
           f"chip {1e3 * t['chip']:.2f} ms")
@@ -142,8 +152,11 @@ def report(shape: tuple[int, int, int, int], device: torch.device, t: dict[str, 
         ("clean hardware / plain attention", "clean", "plain", CLEAN_TARGET),
     ):
         r = t[num] / t[den]
+        # the ratio within each interleaved round: its quartiles show how much the load moved
+        q1, _, q3 = spread([a / c for a, c in zip(times[num], times[den], strict=True)])
         verdict = "ok" if r <= target else "ABOVE TARGET"
-        print(f"  {label:34s} {r:5.2f}x  (target <= {target:g}x: {verdict})")
+        print(f"  {label:34s} {r:5.2f}x  per round {q1:.2f}-{q3:.2f}x  "
+              f"(target <= {target:g}x: {verdict})")
 
 
 def main() -> None:

@@ -265,6 +265,10 @@ def test_the_file_round_trips_and_show_and_export_read_it(tmp_path, capsys):
     back = GridTableModel.load(path)
     assert back.value("q", "NOM", 1.0, 85.0, v_store=0.5, pulse=2e-9) == \
         model.value("q", "NOM", 1.0, 85.0, v_store=0.5, pulse=2e-9)
+    from charact.lookup.export import load_model  # the loader of every kind
+
+    any_kind = load_model(path)
+    assert isinstance(any_kind, GridTableModel) and any_kind.schema == "charact.lookup/2"
     assert cli.main(["show", str(path)]) == 0
     out = capsys.readouterr().out
     assert "grid_table" in out and "axis v_store" in out and "gain" in out

@@ -503,3 +503,118 @@ def test_accuracy_chip_flags_are_checked(tmp_path, capsys, structured_file):
     assert main([*SMALL, "--error-model", "--chips", "3", "--out", str(tmp_path)]) == 2
     _one_line(capsys, "--chips applies to injected errors")
     assert not any(tmp_path.iterdir())
+
+
+# --- the sampler's law: static part per column plus the per-conversion residual ------------
+
+def _pooled_residual():
+    """A residual with a remainder (its cell split has q > 0), asymmetric, 1-2 LSB wide."""
+    rng = np.random.default_rng(5)
+    ideal = rng.integers(0, N_CODES, 200_000)
+    noisy = np.clip(ideal + np.rint(rng.normal(0.2, 0.8, ideal.size)).astype(int), 0,
+                    N_CODES - 1)
+    return error_model_from_samples(ideal, noisy, N_CODES).table()
+
+
+def _exact_law(residual, code: int, e: float) -> np.ndarray:
+    """P(out | ideal code, static error e) of clip(floor(c + e + u) + r)."""
+    e = min(max(e, -N_CODES), N_CODES)
+    fl = np.floor(e)
+    frac = e - fl
+    p = np.zeros(N_CODES)
+    for o1 in range(N_CODES):
+        for shift, w in ((fl, 1.0 - frac), (fl + 1, frac)):
+            p[int(np.clip(o1 + shift, 0, N_CODES - 1))] += residual.prob[code, o1] * w
+    return p
+
+
+def _chi2_p(counts: np.ndarray, prob: np.ndarray) -> float:
+    from scipy import stats
+
+    if np.any(counts[prob == 0]):
+        return 0.0
+    expected = prob * counts.sum()
+    big = expected >= 20
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    keep = exp > 0
+    if keep.sum() < 2:  # one possible outcome: the check above was all there is
+        return 1.0
+    return float(stats.chisquare(obs[keep], exp[keep]).pvalue)
+
+
+# offsets chosen for the carry: none, tiny, nearly sure,
+# a half, beyond the clip, negative, with gain errors
+FIXED_B = np.array([[0.0, 0.0015, 0.999, 0.5, 40.0, -3.2, 0.3, -0.7]])
+FIXED_G = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.03, 0.01, -0.02]])
+
+
+@pytest.fixture(scope="module")
+def cpu_draws():
+    torch = pytest.importorskip("torch")
+    residual = _pooled_residual()
+    chip = ChipColumnErrors(residual, StaticPart(np.zeros(2), np.zeros((2, 2)), CENTER),
+                            fixed=(FIXED_B, FIXED_G))
+    rows = 1_000_000
+    pick = torch.randint(0, 2, (rows, FIXED_B.shape[1]),
+                         generator=torch.Generator().manual_seed(0))
+    codes = torch.tensor([5, 31])[pick]  # two codes per column, ~500 000 draws each
+    out = chip.sample_levels_(codes.float().contiguous(), torch.Generator().manual_seed(1))
+    return residual, chip, codes, out
+
+
+def test_sampler_draws_the_exact_law_per_column_and_code(cpu_draws):
+    """~5e5 draws per (column, code): chi-square and every bin within 6 binomial sigma of
+    clip(floor(c + e + u) + r); the same statistic refuses the law without the static
+    part."""
+    residual, chip, codes, out = cpu_draws
+    for j in range(FIXED_B.shape[1]):
+        for c in (5, 31):
+            sel = codes[:, j] == c
+            counts = np.bincount(out[:, j][sel].long().numpy(), minlength=N_CODES)
+            e = FIXED_B[0, j] + FIXED_G[0, j] * (c - CENTER)
+            p = _exact_law(residual, c, e)
+            total = counts.sum()
+            assert _chi2_p(counts, p) > 1e-4, (j, c)
+            assert np.all(np.abs(counts - total * p)
+                          <= 6 * np.sqrt(total * p * (1 - p)) + 1), (j, c)
+            if 0.1 < abs(e) < N_CODES - 1 and not (c == 31 and e > 0):
+                assert _chi2_p(counts, _exact_law(residual, c, 0.0)) < 1e-9, (j, c)
+
+
+def test_sampler_is_reproducible_in_every_float_dtype(cpu_draws):
+    torch = pytest.importorskip("torch")
+    _, chip, codes, out = cpu_draws
+    small = codes[:20_000].float().contiguous()
+    a = chip.sample_levels_(small.clone(), torch.Generator().manual_seed(1))
+    b = chip.sample_levels_(small.clone(), torch.Generator().manual_seed(1))
+    c = chip.sample_levels_(small.clone(), torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        got = chip.sample_levels_(small.to(dtype), torch.Generator().manual_seed(1))
+        again = chip.sample_levels_(small.to(dtype), torch.Generator().manual_seed(1))
+        assert got.dtype == dtype and torch.equal(got, again), dtype
+        assert float(got.min()) >= 0 and float(got.max()) <= N_CODES - 1
+        assert torch.equal(got, got.round()), dtype  # integer levels in every dtype
+    ints = chip.sample(small.long(), torch.Generator().manual_seed(1))
+    assert torch.equal(ints.float(), a)
+
+
+def test_chips_drawn_through_the_sampler_have_the_model_spread():
+    """Many chips: each column's mean code error is its own b + g (c - center), and over the
+    chips those means spread as the static part says (sigma_b at mid-scale)."""
+    torch = pytest.importorskip("torch")
+    point = _point(sigma_b=0.6, sigma_g=0.0, mean=(0.25, 0.0))
+    means, truth = [], []
+    ideal = torch.full((1, 1, 400, 64), 15.0)
+    for chip_id in range(40):
+        chip = point.for_chip(chip_id)
+        out = chip.sample_levels_(ideal.clone(), torch.Generator().manual_seed(chip_id))
+        means.append((out - ideal).mean(dim=2).reshape(-1).numpy())
+        truth.append(chip.column_error(np.full((1, 1, 1, 64), 15)).reshape(-1))
+    means, truth = np.concatenate(means), np.concatenate(truth)
+    # per column: 400 conversions, residual sigma ~0.45 plus the bin's 0.5 -> se < 0.04
+    assert np.abs(means - truth).max() < 6 * 0.04
+    n = means.size
+    assert abs(means.mean() - 0.25) < 4 * 0.6 / np.sqrt(n) + 0.01
+    assert abs(means.std(ddof=1) - 0.6) < 4 * 0.6 / np.sqrt(2 * (n - 1)) + 0.01

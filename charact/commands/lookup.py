@@ -133,16 +133,9 @@ def _fit_grid(table, manifest: dict, prov: dict, values: list[str] | None,
 
 
 def _load_model(path):
-    """Any model file: a grid table here, the other kinds through ``export.load_model``."""
-    from charact.lookup import export, fileformat
-    from charact.lookup.grid_table import GridTableModel
+    from charact.lookup import export
 
-    doc = fileformat.read_model_document(path)
-    if doc.kind != GridTableModel.kind:
-        return export.load_model(path)
-    model = GridTableModel.from_data(doc.data, doc.provenance, str(path))
-    model.schema = doc.schema
-    return model
+    return export.load_model(path)
 
 
 def _check_n_codes(n_codes: int) -> int:

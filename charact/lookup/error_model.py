@@ -13,7 +13,10 @@ This is the API the attention pipeline codes against::
 
 Sampling uses one Walker/Vose alias table per ideal code: per element one random word (split
 into column and threshold bits), one gather and a few in-place integer steps, whatever the
-number of codes; no one-hot matmul, no compare-and-select, no Python loop per element.
+number of codes; no one-hot matmul, no compare-and-select, no Python loop per element. On
+the CPU, torch tensors go through a cheaper but equally exact split of each row
+(:func:`_cell_tables`): one random byte (or 10 bits) and one gather per element, plus an
+alias draw for the few elements (0.4 to 2 %) that fall into the row's remainder.
 torch is never imported here: a tensor is recognised through ``sys.modules``.
 """
 
@@ -115,6 +118,91 @@ def alias_entry(packed: np.ndarray, k: int, ideal: int, col: int) -> tuple[int, 
     return (e >> k) + 1, (e & ((1 << k) - 1)) ^ col
 
 
+# random bits per element of the CPU sampler's direct table: a byte (a 32 KiB table), or 10
+# of 16 bits (128 KiB) where a byte would leave over 2 % more draws to the remainder, whose
+# scattered alias draws cost ~40x a cell's (1.6 % for the synthetic benchmark table, 6.5 %
+# for the column model; 0.4 and 1.7 % with 10 bits, which cost ~0.4 ns more per element)
+_CELL_BITS = (8, 10)
+_MORE_BITS_GAIN = 0.02
+_MAX_REMAINDER = 0.25  # above this share of alias draws the plain alias sampler is cheaper
+
+
+class CellTables(NamedTuple):
+    """A table split for the CPU sampler (see :func:`_cell_tables`)."""
+
+    cells: np.ndarray  # (n_codes << bits,) output code of cell u of row i at i << bits | u
+    bits: int
+    q: float  # probability that a conversion takes the remainder draw instead
+    remainder: np.ndarray  # (n_codes, n_codes) the remainder law, rows sum to 1
+
+
+def _cell_tables(prob: np.ndarray, bits: int) -> CellTables:
+    """Split every row as ``p = (1 - q) * count / 2**bits + q * r``, exactly.
+
+    With probability ``1 - q`` a conversion reads cell ``u`` (``bits`` uniform random bits)
+    of its row, which holds ``count[j]`` cells of code ``j``; with probability ``q`` it draws
+    from ``r`` (alias sampled). One byte and one gather replace the alias method's word,
+    gather and five integer steps for most elements, and since ``q`` is the same for all
+    rows, which elements take ``r`` does not depend on their codes: those are drawn before
+    and apart from the cells (as gaps between Bernoulli(q) successes, so in O(q n) work).
+
+    ``count[j] <= p[j] * 2**bits / (1 - q)`` keeps ``r`` non-negative; ``q`` is the smallest
+    share (to a relative 1e-9, over all rows) that leaves whole counts summing to
+    ``2**bits``: at most n_codes / 2**bits (see _CELL_BITS for measured values).
+    """
+    n_rows, n = prob.shape
+    m = 1 << bits
+    scaled = prob * m
+
+    def enough(s: float) -> bool:
+        return bool(np.all(np.floor(scaled * s).sum(axis=1) >= m))
+
+    lo, hi = 1.0, 2.0
+    while not enough(hi):
+        hi *= 2.0
+    if enough(lo):
+        hi = lo
+    for _ in range(60):  # bisection on the stretch s = 1 / (1 - q)
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    q = 1.0 - 1.0 / (hi * (1.0 + 1e-9)) if hi > 1.0 else 0.0
+    count = np.floor(scaled / (1.0 - q)).astype(np.int64)
+    for row in count:
+        # shave the excess off the largest counts: any choice keeps count <= p m / (1 - q)
+        for _ in range(int(row.sum()) - m):
+            row[np.argmax(row)] -= 1
+    if np.any(count.sum(axis=1) != m):  # the slack above makes this unreachable
+        raise AssertionError("cell counts do not fill their rows")
+    cells = np.concatenate([np.repeat(np.arange(n, dtype=np.int32), row) for row in count])
+    if q > 0.0:
+        remainder = np.clip((prob - (1.0 - q) * count / m) / q, 0.0, None)
+        remainder /= remainder.sum(axis=1, keepdims=True)
+    else:
+        remainder = np.eye(n_rows, n)  # never drawn
+    return CellTables(cells, bits, q, remainder)
+
+
+def _bernoulli_positions(gen: np.random.Generator, n: int, q: float) -> np.ndarray:
+    """Sorted positions among ``n`` that each are chosen with probability ``q``
+    independently, drawn as geometric gaps (O(q n) work instead of n comparisons)."""
+    if q <= 0.0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # floor(E / -log(1 - q)) + 1 with E ~ Exp(1) is geometric(q), and the ziggurat
+    # exponential is ~2.5x faster than numpy's geometric
+    scale = -1.0 / math.log1p(-q)
+    parts = []
+    last = -1
+    while last < n:
+        # a chunk a few sigma above the mean: nearly always one is enough
+        mean = (n - 1 - last) * q
+        e = gen.standard_exponential(int(mean + 6.0 * math.sqrt(mean) + 16))
+        pos = last + np.cumsum(np.floor(e * scale).astype(np.int64) + 1)
+        parts.append(pos)
+        last = int(pos[-1])
+    pos = np.concatenate(parts)
+    return pos[: np.searchsorted(pos, n)]
+
+
 _BLOCK = 1 << 17  # elements per block of the torch sampler (512 KiB per int32 temporary)
 
 
@@ -150,6 +238,14 @@ def _alias_draw_torch(packed: Any, k: int, ideal: Any, out: Any, words: Any, tor
         torch.bitwise_and(idx, m - 1, out=out)
 
 
+def sfc64_generator(rng: Any, torch: Any) -> np.random.Generator:
+    """The CPU samplers' random stream: a numpy SFC64 generator seeded by one draw of the
+    torch generator ``rng`` (None: torch's global one), so that seed fixes every sample
+    (see :func:`_word_source` for why SFC64)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+    return np.random.Generator(np.random.SFC64(seed))
+
+
 def _word_source(rng: Any, device: Any, torch: Any) -> Any:
     """``words(n)``: n random int64 per call, all drawn from the torch generator ``rng``
     (None: torch's global one), so its seed fixes every sample.
@@ -162,14 +258,20 @@ def _word_source(rng: Any, device: Any, torch: Any) -> Any:
     come from ``random_`` on the device.
     """
     if torch.device(device).type == "cpu":
-        seed = int(torch.randint(0, 2**62, (1,), generator=rng))
-        stream = np.random.SFC64(seed)
+        stream = sfc64_generator(rng, torch).bit_generator
         return lambda n: torch.from_numpy(stream.random_raw(n).view(np.int64))
 
     def on_device(n: int) -> Any:
         # random_ over int64 gives 63 random bits: bits 0..30 of both halves are uniform
         return torch.empty(n, dtype=torch.int64, device=device).random_(generator=rng)
     return on_device
+
+
+def _numpy_words(gen: np.random.Generator) -> Any:
+    """``words(n)`` for the alias sampler from a numpy generator's bit stream (torch is
+    loaded whenever this is called)."""
+    torch = sys.modules["torch"]
+    return lambda n: torch.from_numpy(gen.bit_generator.random_raw(n).view(np.int64))
 
 
 def numpy_codes(ideal: Any, rng: Any) -> tuple[np.ndarray, np.random.Generator]:
@@ -233,6 +335,9 @@ class CodeErrorTable:
             k: ff.as_array(v, f"fit.{k}", (n,)) for k, v in (fit or {}).items()}
         self._alias_np: tuple[np.ndarray, int] | None = None
         self._alias_torch: dict[str, Any] = {}
+        self._cells_np: CellTables | bool | None = None  # False: not worth it for this table
+        self._cells_torch: dict[str, Any] = {}
+        self._remainder: CodeErrorTable | None = None
 
     def __repr__(self) -> str:
         return f"CodeErrorTable(n_codes={self.n_codes})"
@@ -334,15 +439,73 @@ class CodeErrorTable:
             self._draw_torch(levels, levels, rng, torch)
         return levels
 
+    def _cells(self) -> CellTables | None:
+        """The CPU split of this table (None where its remainder would be too large)."""
+        if self._cells_np is None:
+            split = _cell_tables(self.prob, _CELL_BITS[0])
+            finer = _cell_tables(self.prob, _CELL_BITS[1])
+            if split.q - finer.q > _MORE_BITS_GAIN:
+                split = finer
+            self._cells_np = split if split.q <= _MAX_REMAINDER else False
+            if split.q <= _MAX_REMAINDER and split.q > 0.0:
+                self._remainder = CodeErrorTable(split.remainder)
+        return self._cells_np or None
+
     def _draw_torch(self, ideal: Any, out: Any, rng: Any, torch: Any) -> None:
-        device = ideal.device
-        key = str(device)
-        if key not in self._alias_torch:
-            self._alias_torch[key] = torch.as_tensor(self._np_alias()[0], device=device)
-        packed = self._alias_torch[key]
-        k = self._np_alias()[1]
+        if ideal.device.type == "cpu" and self._cells() is not None:
+            self._draw_cells_cpu(ideal, out, rng, torch)
+        else:
+            self._draw_torch_alias(ideal, out, _word_source(rng, ideal.device, torch), torch)
+
+    def _draw_cells_cpu(self, ideal: Any, out: Any, rng: Any, torch: Any) -> None:
+        """The CPU sampler of :func:`_cell_tables`: all random bits come from one SFC64
+        stream seeded by ``rng`` (see :func:`_word_source`), in a fixed order: the
+        remainder positions, their alias words, then the cell bits block by block."""
+        split = self._cells_np
+        assert isinstance(split, CellTables)
+        key = str(out.dtype)
+        if key not in self._cells_torch:
+            # the cells hold the output codes in the output's dtype: the gather writes the
+            # result directly, with no conversion pass
+            self._cells_torch[key] = torch.as_tensor(split.cells).to(out.dtype)
+        cells = self._cells_torch[key]
         flat, flat_out = ideal.reshape(-1), out.view(-1)
-        words = _word_source(rng, device, torch)
+        n = flat.numel()
+        gen = sfc64_generator(rng, torch)
+        pos = torch.from_numpy(_bernoulli_positions(gen, n, split.q))
+        if pos.numel():
+            # read before the cell pass below overwrites them when out is ideal
+            picked = flat.index_select(0, pos)
+            assert self._remainder is not None
+            self._remainder._draw_torch_alias(picked, picked, _numpy_words(gen), torch)
+        bits = split.bits
+        for start in range(0, n, _BLOCK):
+            stop = min(start + _BLOCK, n)
+            # whole 64-bit words of the stream per block
+            raw = gen.bit_generator.random_raw((stop - start + 7) // 8 * (1 + (bits > 8)))
+            if bits <= 8:
+                u = raw.view(np.uint8)[: stop - start]
+            else:
+                u = raw.view(np.uint16)[: stop - start]
+                u &= (1 << bits) - 1
+            # a copy (an int32 ideal must not be shifted in place); numpy converts, shifts
+            # and ORs the mixed widths in about half torch's time (numpy has no bfloat16)
+            block = flat[start:stop].detach()
+            idx = (block.to(torch.int32).numpy() if block.dtype == torch.bfloat16
+                   else block.numpy().astype(np.int32))
+            idx <<= bits
+            idx |= u
+            torch.index_select(cells, 0, torch.from_numpy(idx), out=flat_out[start:stop])
+        if pos.numel():
+            flat_out.index_copy_(0, pos, picked.to(out.dtype))
+
+    def _draw_torch_alias(self, ideal: Any, out: Any, words: Any, torch: Any) -> None:
+        """The alias sampler on ideal's device, its words from ``words(n)`` (int64)."""
+        key = str(ideal.device)
+        if key not in self._alias_torch:
+            self._alias_torch[key] = torch.as_tensor(self._np_alias()[0], device=ideal.device)
+        packed, k = self._alias_torch[key], self._np_alias()[1]
+        flat, flat_out = ideal.reshape(-1), out.view(-1)
         # blocks keep every temporary in cache and let the allocator reuse them; whole-size
         # temporaries cost a page fault per 4 KiB on every call (about 2x slower on CPU).
         # A block reads all of its ideal codes before it writes, so out may be ideal.

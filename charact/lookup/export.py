@@ -13,20 +13,25 @@ import pandas as pd
 
 from charact.lookup import fileformat as ff
 from charact.lookup.error_model import QUANTILES, ErrorModel
+from charact.lookup.grid_table import GridTableModel
 from charact.lookup.pvt_table import PVTTableModel
 from charact.provenance import atomic_path
 
-Model = ErrorModel | PVTTableModel
+Model = ErrorModel | PVTTableModel | GridTableModel
 QUANTILE_COLUMNS = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)  # q01 ... q99
 PARQUET_PROVENANCE_KEY = b"charact.provenance"
 
 
 def load_model(path: str | os.PathLike) -> Model:
-    """Load a model file of either kind (validated; UserError on any problem)."""
+    """Load a model file of any kind (validated; UserError on any problem)."""
     doc = ff.read_model_document(path)
     if doc.kind == ErrorModel.kind:
         return ErrorModel.from_data(doc.data, doc.provenance, str(path), doc.schema)
-    model = PVTTableModel.from_data(doc.data, doc.provenance, str(path))
+    model: PVTTableModel | GridTableModel
+    if doc.kind == GridTableModel.kind:
+        model = GridTableModel.from_data(doc.data, doc.provenance, str(path))
+    else:
+        model = PVTTableModel.from_data(doc.data, doc.provenance, str(path))
     model.schema = doc.schema
     return model
 
