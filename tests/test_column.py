@@ -98,6 +98,25 @@ def test_netlist_routes_products_to_the_right_bitline():
     assert ".ic v(xc0_d0_b0.x0.ql)=0.5" in full
 
 
+def test_calibration_waveform_bench_loads_rbl_l_with_every_ramp_row():
+    """The waveform bench fires ramp row 0 only, but the other 31 replica stacks (each
+    rep_ratio cells wide) stay on RBL_L, so the bitline the calibration measures is the
+    one the conversions see."""
+    cell = load_template("sram10t.sp")
+    sa = load_template("sense_amp.sp")
+    cfg = ColumnConfig(n_dims=2, storage="lean", rep_ratio=20.0)
+    x, w = np.array([3, -2]), np.array([[1, 1]])
+    wave = array_body(cfg, cell.subckt("dual10t").params, sa, {}, x, w, 0.0, 0.0,
+                      sa_clocked=False, cal_window=4e-9, ramp_window=40e-9)[0]
+    conv = array_body(cfg, cell.subckt("dual10t").params, sa, {}, x, w, 1e-9, 1e-9)[0]
+    ramp = [ln.split()[0] for ln in wave.splitlines() if "_ramp" in ln.split()[0]
+            and ln.startswith("Xc0")]
+    assert ramp == [ln.split()[0] for ln in conv.splitlines() if ln.startswith("Xc0_ramp")]
+    assert len(ramp) == 32
+    assert "Xc0_ramp0 rbl_l0 rwl_ramp0 vsram rep_stack" in wave
+    assert "Xc0_ramp5 rbl_l0 0 vsram rep_stack" in wave  # placed, word line grounded
+
+
 def test_bad_options_are_user_errors():
     from charact.blocks import get_block
 

@@ -83,7 +83,7 @@ class ImaColumn(ArrayBlock):
     """Pattern conversions on a replica-ramp IMA array (one row per column conversion)."""
 
     name = "ima_column"
-    version = "2"
+    version = "3"  # 3: the calibration bench loads RBL_L with every ramp row
     Options = ImaColumnOptions
     summary_columns = ("code", "cross_cycle", "v_mac", "alpha")
     columns = (
@@ -165,7 +165,7 @@ class ImaCalibration(ArrayBlock):
     """Nominal calibration of the replica pulses at each operating point (one row each)."""
 
     name = "ima_calibration"
-    version = "2"
+    version = "3"  # 3: the waveform bench loads RBL_L with every ramp row
     Options = DesignOptions
     summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",

@@ -167,6 +167,7 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
     # 2. verification with the pulsed conversion, corrected until within tolerance
     resid_hi = resid_lo = math.nan
     iters = int(ctx.options.get("cal_iterations", 3))
+    prev: tuple[float, float] | None = None  # (t_cal, err_hi) of the previous verification
     for it in range(1, iters + 1):
         conv = run_array(ctx, f"cal_verify{it}", design, x, w, t_cal, t_step)
         dc0 = conv.levels_l[0, 0] - conv.levels_r[0, 0]
@@ -177,8 +178,17 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
         resid_hi, resid_lo = err_hi / lsb_v, err_lo / lsb_v
         if max(abs(resid_hi), abs(resid_lo)) < TOLERANCE_LSB or it == iters:
             return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it)
-        # the calibration correction moves column 1's start by about err_hi as well
-        t_cal = max(cfg.t_edge, t_cal - err_hi / rate_cal)
+        # the calibration correction moves column 1's start by about err_hi as well.
+        # Pulses of a few edge times are not linear in their width, so after the first
+        # verification the slope is the secant through the last two (when it has the
+        # waveform's sign), not the waveform bench's discharge rate.
+        rate = rate_cal
+        if prev is not None and t_cal != prev[0]:
+            secant = (err_hi - prev[1]) / (t_cal - prev[0])
+            if math.isfinite(secant) and secant * rate_cal > 0:
+                rate = secant
+        prev = (t_cal, err_hi)
+        t_cal = max(cfg.t_edge, t_cal - err_hi / rate)
         span_meas = dc1 - d1_end
         span_need = (dc1 - err_hi) - a * (design.mac_lo - m_lo)
         if span_meas > 0 and span_need > 0:

@@ -170,13 +170,14 @@ def _cell_line(cfg: ColumnConfig, inst: str, col: int, rwlp: str, rwln: str, t: 
 def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
                 wl: dict[tuple[int, int], tuple[str, str]], ramp_nodes: list[str],
                 n_cal: int | None) -> list[str]:
-    """Only the read stacks that can conduct: a stack whose storage gate or word line is
-    held at ground for the whole conversion carries only leakage (tens of pA against a
+    """Only the MAC read stacks that can conduct: a stack whose storage gate or word line
+    is held at ground for the whole conversion carries only leakage (tens of pA against a
     read current of ~0.3 uA) and is left out, its junction capacitance being small
-    against ``c_rbl``. Untrimmed (``n_cal`` None), the 32 calibration rows fired together
-    become one stack of 32x the width: by Pelgrom's law its mismatch equals that of the
-    sum of 32 cells. Trimmed, each of the ``n_cal`` rows that store -1 is its own stack,
-    so a row is the same device (the same die) whichever rows a trim selects."""
+    against ``c_rbl`` (``c_rbl_per_row`` counts it). Replica rows are always placed.
+    Untrimmed (``n_cal`` None), the 32 calibration rows fired together become one stack
+    of 32x the width: by Pelgrom's law its mismatch equals that of the sum of 32 cells.
+    Trimmed, each of the ``n_cal`` rows that store -1 is its own stack, so a row is the
+    same device (the same die) whichever rows a trim selects."""
     out = []
     for i in range(cfg.n_dims):
         xi = int(x[i])
@@ -195,8 +196,10 @@ def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
         out.append(f"Xc{c}_cal rbl_r{c} rwl_cal vsram cal_stack")
     else:
         out += [f"Xc{c}_cal{j} rbl_r{c} rwl_cal vsram rep_stack" for j in range(n_cal)]
-    out += [f"Xc{c}_ramp{j} rbl_l{c} {ramp_nodes[j]} vsram rep_stack" for j in range(N_RAMP)
-            if ramp_nodes[j] != "0"]
+    # every ramp row is placed, also one whose word line stays low (the calibration's
+    # waveform bench fires only row 0): replica stacks are rep_ratio cells wide, and
+    # their junctions load RBL_L as much as a small bitline does
+    out += [f"Xc{c}_ramp{j} rbl_l{c} {ramp_nodes[j]} vsram rep_stack" for j in range(N_RAMP)]
     return out
 
 
