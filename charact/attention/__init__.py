@@ -6,6 +6,9 @@ Needs torch (``pip install 'charact[torch]'``); nothing outside this package imp
 * :mod:`.topk` -- top-k the way the decreasing ramp selects it; sub-top-k over crossbars
 * :mod:`.pipeline` -- :class:`AttentionConfig` and :func:`topkima_attention`
 * :mod:`.vit`, :mod:`.data`, :mod:`.training` -- a small ViT, Fashion-MNIST/digits, QAT/TFCBP
+* :mod:`.gaincell` -- :class:`GainCellConfig` and :func:`gaincell_attention`: the gain-cell
+  architecture (multiply surface, hard-sigmoid readout, retention, sliding window)
+* :mod:`.lm` -- a byte-level language model on Debian's fortunes text behind ``charact lm``
 * :mod:`.hf` -- :func:`patch_hf_model` for Hugging Face ``transformers`` models
 * :mod:`.experiment`, :mod:`.report`, :mod:`.settings`, :mod:`.device` -- the accuracy
   sweeps behind ``charact accuracy`` (spec and runner, summaries and report, command-line
@@ -16,6 +19,11 @@ Error models come only through :mod:`charact.lookup` (``ErrorModel.load(path).ta
 
 from __future__ import annotations
 
+from charact.attention.gaincell import (
+    GainCellConfig,
+    GainCellResult,
+    gaincell_attention,
+)
 from charact.attention.pipeline import (
     AttentionCalibration,
     AttentionConfig,
@@ -29,8 +37,11 @@ __all__ = [
     "AttentionCalibration",
     "AttentionConfig",
     "AttentionResult",
+    "GainCellConfig",
+    "GainCellResult",
     "RampSelection",
     "crossbar_k_split",
+    "gaincell_attention",
     "ramp_topk",
     "reference_attention",
     "score_topk",
