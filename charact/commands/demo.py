@@ -9,6 +9,10 @@
    into three simulated chips.
 5. The latency/energy roll-up fed by the α measured in step 4, the sense-amplifier delay
    from step 3 and T_arb from the shipped arbiter/encoder model when there is one.
+6. Gain cells: a tiny write and readout sweep in real ngspice (NOM, two dies), their fits
+   into lookup models, and the decode roll-up (latency and energy per generated token
+   against context length, gain cells beside topkima) fed by them and by the shipped
+   multiply and retention models.
 
 Each step is the same ``charact`` subcommand a user would type; the specs are written to
 ``OUT/specs/`` so every step can be rerun alone. Steps 1-2 resume like any sweep.
@@ -79,9 +83,47 @@ calibration = "{cal}"
 timeout = 1800
 """
 
+GC_WRITE_SPEC = """\
+# Demo: gain-cell write time and energy per cell, two stored levels, two dies at NOM.
+schema = "charact.sweep/1"
+name = "demo_gc_write"
+block = "gc_write"
+technology = "{tech}"
+[conditions]
+corner = ["NOM"]
+vdd = [1.0]
+temp = [27]
+v_store = [0.45, 0.9]
+[montecarlo]
+samples = 2
+seed = 1
+[measure]
+v_from = 0.0
+t_wwl = 5e-9
+"""
+
+GC_READOUT_SPEC = """\
+# Demo: charge-to-pulse readout, five input charges (the last saturates), two dies at NOM.
+schema = "charact.sweep/1"
+name = "demo_gc_readout"
+block = "gc_readout"
+technology = "{tech}"
+[conditions]
+corner = ["NOM"]
+vdd = [1.0]
+temp = [27]
+[montecarlo]
+samples = 2
+seed = 1
+[measure]
+q_in = [0.0, 30e-15, 60e-15, 100e-15, 200e-15]
+i_ref = 10e-6
+t_max = 15e-9
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole chain, small: sweeps, fits, accuracy, roll-up")
+    p = sub.add_parser("demo", help="run the whole chain, small: sweeps, fits, accuracy, roll-ups")
     p.add_argument("-o", "--out", default="results/demo", help="output folder")
     p.add_argument("-j", "--jobs", type=int, default=0, help="parallel jobs (default all cores)")
     p.add_argument("--technology", default="freepdk45", help="technology name or TOML path")
@@ -164,6 +206,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rollup += ["--delays-from", str(digital)]
     _step("5. latency/energy roll-up", rollup)
 
+    t_gc = time.perf_counter()
+    gcw, gcr = specs / "gc_write.toml", specs / "gc_readout.toml"
+    gcw.write_text(GC_WRITE_SPEC.format(tech=tech_ref))
+    gcr.write_text(GC_READOUT_SPEC.format(tech=tech_ref))
+    _step("6a. gain-cell write sweep",
+          ["sweep", str(gcw), "-o", str(sweeps / "gc_write"), "--quiet", *jobs])
+    _step("6b. gain-cell readout sweep",
+          ["sweep", str(gcr), "-o", str(sweeps / "gc_readout"), "--quiet", *jobs])
+    _step("6c. fit the gain-cell write model",
+          ["fit", str(sweeps / "gc_write"), "-o", str(models / "gc_write.json")])
+    _step("6d. fit the gain-cell readout model",
+          ["fit", str(sweeps / "gc_readout"), "-o", str(models / "gc_readout.json")])
+    # multiply and retention come from the shipped models (--shipped-models fills them in)
+    decode = ["decode", "-o", str(out / "decode"), "--shipped-models",
+              "--gc-write", str(models / "gc_write.json"),
+              "--gc-readout", str(models / "gc_readout.json"),
+              "--lengths", "64,256,1024,4096"]
+    if not args.skip_accuracy:  # topkima's early stop as measured in step 4
+        decode += ["--alpha-from", str(out / "accuracy" / "quick" / "selection_stats.parquet")]
+    _step("6e. decode roll-up: gain cells and topkima per generated token", decode)
+    gc_seconds = time.perf_counter() - t_gc
+
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s on technology {tech.name}")
     print(f"  sweep tables      {sweeps}/*/table.parquet (+ manifest.json)")
     print(f"  lookup models     {models}/column.json, {models}/sense_amp.json")
@@ -173,4 +237,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  accuracy          {out / 'accuracy' / 'quick'}/ (accuracy.md, figures, "
               "selection_stats.parquet)")
     print(f"  roll-up           {out / 'rollup'}/ (tables, rollup.md, figures)")
+    print(f"  gain-cell models  {models}/gc_write.json, {models}/gc_readout.json "
+          f"(step 6: {gc_seconds:.0f} s)")
+    print(f"  decode roll-up    {out / 'decode'}/ (decode_per_token.csv, report.md, "
+          "decode_vs_length.png, provenance.json)")
     return 0

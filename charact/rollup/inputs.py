@@ -54,13 +54,19 @@ def coerce(section: str, name: str, value: Any) -> Any:
     types = {f.name: str(f.type) for f in fields(SECTIONS[section])}
     if name not in types:
         raise UserError(f"unknown roll-up input {key}; known: {', '.join(types)}")
+    return coerce_number(key, value, integer=types[name] == "int")
+
+
+def coerce_number(key: str, value: Any, integer: bool = False) -> int | float:
+    """A finite number (an integer when ``integer``) from a TOML or command-line value, or
+    a one-line UserError naming ``key``."""
     try:
         num = float(value)
     except (TypeError, ValueError):
         raise UserError(f"{key} must be a number, got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(num):
         raise UserError(f"{key} must be a finite number, got {value!r}")
-    if types[name] == "int":
+    if integer:
         if num != int(num):
             raise UserError(f"{key} must be an integer, got {value!r}")
         return int(num)
@@ -357,18 +363,23 @@ class RollupConfig:
     seq_lens: tuple[int, ...] | None
 
 
+def read_toml(p: Path) -> dict[str, Any]:
+    """A TOML config file's document, or a one-line UserError (missing, not TOML)."""
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: not valid TOML ({exc})") from None
+
+
 def load_config(path: str | os.PathLike) -> RollupConfig:
     """Read a roll-up TOML (sections macro, energy, arch, measured, sweep; SI units).
 
     Relative paths under ``[measured]`` are taken from the TOML file's folder.
     """
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {p}")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: not valid TOML ({exc})") from None
+    doc = read_toml(p)
     unknown = set(doc) - set(SECTIONS) - {"measured", "sweep"}
     if unknown:
         raise UserError(f"{p}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -409,16 +420,25 @@ def load_config(path: str | os.PathLike) -> RollupConfig:
 
 def parse_seq_lens(value: Any) -> tuple[int, ...]:
     """Sequence lengths from a list or a comma-separated string; each an integer ≥ 2."""
+    return parse_int_list(value, "sequence length", minimum=2)
+
+
+def parse_int_list(value: Any, what: str, minimum: int = 1,
+                   maximum: int | None = None) -> tuple[int, ...]:
+    """Integers from a list or a comma-separated string, each in [minimum, maximum], in the
+    order given; one-line UserErrors name ``what``."""
     items = value.split(",") if isinstance(value, str) else list(value)
     out = []
     for x in items:
         try:
             n = int(str(x).strip())
         except ValueError:
-            raise UserError(f"sequence length {x!r} is not an integer") from None
-        if n < 2:
-            raise UserError(f"sequence length must be at least 2, got {n}")
+            raise UserError(f"{what} {x!r} is not an integer") from None
+        if maximum is not None and not minimum <= n <= maximum:
+            raise UserError(f"{what} must be in {minimum}..{maximum}, got {n}")
+        if n < minimum:
+            raise UserError(f"{what} must be at least {minimum}, got {n}")
         out.append(n)
     if not out:
-        raise UserError("no sequence lengths given")
+        raise UserError(f"no {what}s given")
     return tuple(out)

@@ -106,7 +106,7 @@ class OpCost:
         return self.energy_array + self.energy_buffer
 
 
-def _read_latency(arch: ArchParams, row_tiles: int) -> float:
+def read_latency(arch: ArchParams, row_tiles: int) -> float:
     """One input vector through weight-stationary crossbars: pulse, muxed ADC, adders."""
     t_clk = 1.0 / arch.f_clk
     adders = math.ceil(math.log2(row_tiles)) if row_tiles > 1 else 0
@@ -127,13 +127,13 @@ def module_breakdown(
     c_w = math.ceil(arch.bits_w_qkv / arch.rram_cell_bits)
     cols = 3 * arch.d_model * c_w
     row_tiles = math.ceil(arch.d_model / arch.xbar_rows)
-    t_qkv = sl * _read_latency(arch, row_tiles)
+    t_qkv = sl * read_latency(arch, row_tiles)
     e_qkv = sl * (arch.d_model * cols * arch.e_rram_cell + row_tiles * cols * arch.e_adc)
     buf_qkv = sl * (arch.d_model + 3 * arch.d_model) * b * arch.e_buffer_bit
 
     # A·V: latency the same for the three macros (no row skipping).
     av_row_tiles = math.ceil(sl / arch.xbar_rows)
-    t_av = min(sl, arch.xbar_rows) * arch.t_write_row + sl * _read_latency(arch, av_row_tiles)
+    t_av = min(sl, arch.xbar_rows) * arch.t_write_row + sl * read_latency(arch, av_row_tiles)
     e_v_write = sl * dk * b * energy.e_write_cell
 
     lat = macro_latencies(macro, alpha)

@@ -167,7 +167,7 @@ def alpha_table(res: RollupResult) -> pd.DataFrame | None:
 # --------------------------------------------------------------------------- text
 
 
-def _fmt_table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
+def fmt_table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
     """Plain-text table; columns in ``left`` are left-aligned, the others right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
@@ -186,7 +186,7 @@ def _pj(x: float) -> str:
     return f"{x * PJ:,.1f}"
 
 
-def _display(name: str, v: object) -> str:
+def display_value(name: str, v: object) -> str:
     """An input's value in print units: ns for times, pJ for energies, MHz for clocks."""
     if v is None:
         return "-"
@@ -210,7 +210,7 @@ def summary_lines(res: RollupResult) -> list[str]:
     out.append("Latency (ns), terms of eqs. (3)-(4)")
     rows = [[lat.macro, _ns(lat.write), _ns(lat.pwm), _ns(lat.ima), _ns(lat.sort), _ns(lat.nl),
              _ns(lat.total), f"{lat.total / res.latency[2].total:.3g}x"] for lat in res.latency]
-    out += _fmt_table(["macro", "T_wr", "d*T_pwm", "d*T_ima(,arb)", "d*T_sort", "NL",
+    out += fmt_table(["macro", "T_wr", "d*T_pwm", "d*T_ima(,arb)", "d*T_sort", "NL",
                        "total", "vs topkima"], rows)
     out += ["", f"speed-up of topkima: {res.speedup_conv:.3g}x over conv, "
             f"{res.speedup_dtopk:.3g}x over Dtopk   ({PAPER_CLAIM})", ""]
@@ -218,7 +218,7 @@ def summary_lines(res: RollupResult) -> list[str]:
     rows = [[e.macro, _pj(e.write), _pj(e.mac), _pj(e.ramp), _pj(e.sa), _pj(e.arb), _pj(e.sort),
              _pj(e.nl), _pj(e.total), f"{e.total / res.energy[2].total:.3g}x"]
             for e in res.energy]
-    out += _fmt_table(["macro", "write", "MAC", "ramp", "SA", "arb", "sort", "NL", "total",
+    out += fmt_table(["macro", "write", "MAC", "ramp", "SA", "arb", "sort", "NL", "total",
                        "vs topkima"], rows)
     e = res.energy
     out.append(f"energy of topkima: {e[0].total / e[2].total:.3g}x below conv, "
@@ -243,7 +243,7 @@ def summary_lines(res: RollupResult) -> list[str]:
     rows = [[r.name, f"{r.t_pwm * NS:.4g}", f"{r.t_clk_sort * NS:.4g}",
              f"{r.extra_per_query * NS:.4g}", f"{r.speedup_conv:.3g}x", f"{r.speedup_dtopk:.3g}x"]
             for r in res.readings]
-    out += _fmt_table(["reading", "T_pwm ns", "T_clk,sort ns", "extra ns/query", "conv",
+    out += fmt_table(["reading", "T_pwm ns", "T_clk,sort ns", "extra ns/query", "conv",
                        "Dtopk"], rows)
     out.append("(the extra time per query is added to all three macros)")
     tot = module_totals(res.module)
@@ -256,7 +256,7 @@ def summary_lines(res: RollupResult) -> list[str]:
             cells.append(f"{c.latency * US:.4g} / {c.energy * NJ:.4g}")
         cells.append(f"{tot[name][0] * US:.4g} / {tot[name][1] * NJ:.4g}")
         rows.append(cells)
-    out += _fmt_table(["macro", *OPS, "total"], rows)
+    out += fmt_table(["macro", *OPS, "total"], rows)
     ops = module_ops(m, res.inputs.arch)
     t_top, e_top = tot["topkima"]
     out.append(f"topkima module: {ops / t_top / 1e12:.3g} TOPS, {ops / e_top / 1e12:.3g} TOPS/W "
@@ -265,16 +265,16 @@ def summary_lines(res: RollupResult) -> list[str]:
     rows = [[str(r.seq_len), f"{r.t_conv / r.t_topkima:.3g}x", f"{r.t_dtopk / r.t_topkima:.3g}x",
              f"{r.module_t[0] / r.module_t[2]:.3g}x", f"{r.module_t[1] / r.module_t[2]:.3g}x"]
             for r in res.sweep]
-    out += _fmt_table(["SL", "macro conv", "macro Dtopk", "module conv", "module Dtopk"], rows)
+    out += fmt_table(["SL", "macro conv", "macro Dtopk", "module conv", "module Dtopk"], rows)
     out += ["", "Inputs and where they came from (times in ns, energies in pJ)"]
     rows = []
     inp = res.inputs
     for section, obj in (("macro", inp.macro), ("energy", inp.energy), ("arch", inp.arch)):
         for f in fields(SECTIONS[section]):
             v = getattr(obj, f.name)
-            rows.append([f"{section}.{f.name}", _display(f.name, v),
+            rows.append([f"{section}.{f.name}", display_value(f.name, v),
                          inp.provenance[f"{section}.{f.name}"]])
-    out += _fmt_table(["input", "value", "source"], rows, left=(0, 2))
+    out += fmt_table(["input", "value", "source"], rows, left=(0, 2))
     if res.inputs.notes:
         out += ["", "Notes"] + [f"- {n}" for n in res.inputs.notes]
     return out
@@ -381,7 +381,7 @@ def render_figures(res: RollupResult, caption: str) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- writing
 
 
-def _csv_bytes(df: pd.DataFrame, header: list[str]) -> bytes:
+def csv_bytes(df: pd.DataFrame, header: list[str]) -> bytes:
     buf = io.StringIO()
     for h in header:
         buf.write(f"# {h}\n")
@@ -394,16 +394,16 @@ def write_outputs(res: RollupResult, outdir: str | os.PathLike,
     """Write the CSV tables, the Markdown report and the figures into ``outdir``."""
     header = [f"{k}: {v}" for k, v in provenance.items()] + ["units: SI (s, J)"]
     files: dict[str, bytes] = {
-        "rollup_macros.csv": _csv_bytes(macro_table(res), header),
-        "rollup_inputs.csv": _csv_bytes(inputs_table(res), header),
-        "rollup_module.csv": _csv_bytes(module_table(res), header),
-        "rollup_seq_len.csv": _csv_bytes(sweep_table(res), header),
-        "rollup_readings.csv": _csv_bytes(readings_table(res), header),
+        "rollup_macros.csv": csv_bytes(macro_table(res), header),
+        "rollup_inputs.csv": csv_bytes(inputs_table(res), header),
+        "rollup_module.csv": csv_bytes(module_table(res), header),
+        "rollup_seq_len.csv": csv_bytes(sweep_table(res), header),
+        "rollup_readings.csv": csv_bytes(readings_table(res), header),
         "rollup.md": markdown_report(res, provenance).encode(),
     }
     at = alpha_table(res)
     if at is not None:
-        files["rollup_alpha.csv"] = _csv_bytes(at, [*header, f"alpha samples: {at.attrs['n']}"])
+        files["rollup_alpha.csv"] = csv_bytes(at, [*header, f"alpha samples: {at.attrs['n']}"])
     if figures:
         files.update(render_figures(res, "; ".join(header)))
     out = Path(outdir)
