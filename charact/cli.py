@@ -57,8 +57,11 @@ COMMAND_MODULES: list[str] = [
     "charact.commands.lookup",
     "charact.commands.rollup",
     "charact.commands.accuracy",
+    "charact.commands.accuracy_text",
+    "charact.commands.lm",
     "charact.commands.demo",
     "charact.commands.hier",
+    "charact.commands.decode",
 ]
 
 

@@ -470,3 +470,18 @@ def hf_calibration(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]
     """Each calibrated layer's averaged statistics (per head, shape (H, 1, 1)), by module name."""
     return {name: dict(getattr(mod, _STATE).stats)
             for name, mod in _patched_modules(model) if getattr(mod, _STATE).stats is not None}
+
+
+def set_hf_calibration(model: torch.nn.Module,
+                       stats: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Give every patched layer the statistics :func:`hf_calibration` returned (e.g. from
+    the same model patched with another setting), so that evaluations with injected errors
+    keep the clean model's windows, as a ViT keeps its own calibration. Every patched layer
+    must be named in ``stats`` with every statistic."""
+    for name, mod in _patched_modules(model):
+        got = stats.get(name)
+        if got is None or any(k not in got for k in _CAL_NAMES):
+            raise UserError(f"set_hf_calibration: no complete statistics for layer {name}")
+        state = getattr(mod, _STATE)
+        state.stats = {k: got[k].detach().clone() for k in _CAL_NAMES}
+        state.n_seen = 1
