@@ -12,7 +12,8 @@
 6. Gain cells: a tiny write and readout sweep in real ngspice (NOM, two dies), their fits
    into lookup models, and the decode roll-up (latency and energy per generated token
    against context length, gain cells beside topkima) fed by them and by the shipped
-   multiply and retention models.
+   multiply and retention models; with torch, a quick run of the byte-level language model
+   with gain-cell attention (``charact lm --quick``).
 
 Each step is the same ``charact`` subcommand a user would type; the specs are written to
 ``OUT/specs/`` so every step can be rerun alone. Steps 1-2 resume like any sweep.
@@ -226,6 +227,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.skip_accuracy:  # topkima's early stop as measured in step 4
         decode += ["--alpha-from", str(out / "accuracy" / "quick" / "selection_stats.parquet")]
     _step("6e. decode roll-up: gain cells and topkima per generated token", decode)
+    if not args.skip_accuracy:
+        _step("6f. gain-cell attention in a small language model (ideal / gain cell / "
+              "mapped / adapted)", ["lm", "--quick", "-o", str(out / "lm")])
     gc_seconds = time.perf_counter() - t_gc
 
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s on technology {tech.name}")
@@ -241,4 +245,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"(step 6: {gc_seconds:.0f} s)")
     print(f"  decode roll-up    {out / 'decode'}/ (decode_per_token.csv, report.md, "
           "decode_vs_length.png, provenance.json)")
+    if not args.skip_accuracy:
+        print(f"  language model    {out / 'lm'}/ (lm.csv, summary.csv, report.md)")
     return 0
