@@ -61,6 +61,21 @@ def test_trim_pattern_is_half_an_lsb(n_dims):
     assert d.code_ideal(int(x @ w)) == 16
 
 
+@pytest.mark.parametrize("n_dims", [4, 16, 64])
+def test_typical_trim_pattern_is_half_an_lsb_with_a_conversions_load(n_dims):
+    """The typical pattern has the few-cell pattern's MAC, but the bitlines carry as much
+    charge as a random pattern's: most dimensions pulse, both signs, a large |x|·|w|."""
+    d = make_design({**DESIGN_OPTIONS, "n_dims": n_dims, "cal_rows": 16})
+    x, w = trim_pattern(d, "typical")
+    target = max(1, round(d.lsb / 2))
+    assert int(x @ w) == target and d.code_ideal(int(x @ w)) == 16
+    few_x, few_w = trim_pattern(d, "few")
+    load = int(np.abs(x * w).sum())
+    assert load > 4 * int(np.abs(few_x * few_w).sum())
+    assert (x * w > 0).any() and (x * w < 0).any()
+    assert np.array_equal(trim_pattern(d, "typical")[1], w)  # fixed by the design
+
+
 def _fake_run(cycles):
     def run(ctx, name, design, x, w, t_cal, t_step, cal_rows=None):
         dec = np.zeros((w.shape[0], 32), dtype=bool)

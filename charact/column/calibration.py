@@ -267,12 +267,28 @@ class Trim:
     temp: float  # degC of the trim conversion
 
 
-def trim_pattern(design: Design) -> tuple[np.ndarray, np.ndarray]:
+TRIM_SEED = 20241121  # fixed: the typical trim pattern is part of the design
+
+
+def trim_pattern(design: Design, kind: str = "few") -> tuple[np.ndarray, np.ndarray]:
     """Inputs (n_dims,) and one weight row whose MAC is half an LSB: the ideal column
     then sits in the middle of code 16, so the crossing cycle brackets the column's
-    offset in a one-LSB interval centred on whole rows. Few cells carry it (one pulse of
-    up to 31 x 7 units per dimension), so their own mismatch is a small part of it."""
+    offset in a one-LSB interval centred on whole rows.
+
+    ``few``: few cells carry it (one pulse of up to 31 x 7 units per dimension), so their
+    own mismatch is a small part of it, but the bitlines barely discharge, and where the
+    read current or the SA's offset moves with the bitline voltage (subthreshold reads,
+    DIBL) the offset measured there is not the one a conversion sees. ``typical``: random
+    inputs and weights solved for the same MAC, so both bitlines fall as far as in a
+    conversion of a random pattern (the cells' mismatch is then part of what is trimmed).
+    """
     target = max(1, round(design.lsb / 2))
+    if kind == "typical":
+        rng = np.random.default_rng(TRIM_SEED)
+        x = draw_inputs(rng, design.cfg.n_dims)
+        x[x == 0] = 1
+        x[-1] = 1  # a unit input makes every integer target reachable
+        return x, solve_weights(x, target, rng)
     n_used = min(design.cfg.n_dims, math.ceil(target / (X_MAX * W_MAX)))
     x = np.zeros(design.cfg.n_dims, dtype=int)
     w = np.zeros(design.cfg.n_dims, dtype=int)
@@ -298,7 +314,7 @@ def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) 
     point; for a trim at another temperature pass :func:`at_temperature`'s context
     (the same die: device mismatch is keyed per device).
     """
-    x, w1 = trim_pattern(design)
+    x, w1 = trim_pattern(design, str(ctx.options.get("trim_pattern", "few")))
     w = np.repeat(w1[None, :], n_cols, 0)
     conv = run_array(ctx, "trim", design, x, w, cal.t_cal, cal.t_step)
     any_ = conv.decisions.any(axis=1)

@@ -72,6 +72,11 @@ class DesignOptions:
                     "none or offset (one conversion of a half-LSB MAC sets each column's "
                     "calibration rows)", choices=("none", "offset"),
                     rule="offset needs cal_rows < 32")
+    trim_pattern: str = opt("few", "pattern of the trim conversion, a half-LSB MAC either "
+                            "way: few (on a few cells; the bitlines stay near the "
+                            "precharge) or typical (random inputs, weights solved for the "
+                            "target: the bitlines discharge as far as in a conversion)",
+                            choices=("few", "typical"))
     trim_temp: str = opt("point", "temperature of the trim conversion: point (the job's) or "
                          "degrees C, e.g. 27 to trim cold and run hot", min_len=1,
                          rule="point or a number")
