@@ -87,17 +87,19 @@ def _fake_run(cycles):
     return run
 
 
-@pytest.mark.parametrize("cal_rows", [16, 8])
-def test_offset_trim_rule(monkeypatch, cal_rows):
+@pytest.mark.parametrize(("cal_rows", "t_cal", "per_lsb"),
+                         [(16, 1e-9, 1.0), (8, 2e-9, 0.5), (16, 0.25e-9, 4.0)])
+def test_offset_trim_rule(monkeypatch, cal_rows, t_cal, per_lsb):
     """A column crossing at cycle j has an offset in (j - 15.5, j - 14.5] LSB; the trim
-    removes (j - 15) LSB worth of rows (cal_rows / 16 rows per LSB), clipped to 0..32."""
+    removes (j - 15) LSB worth of rows, clipped to 0..32. A row held for t_cal moves the
+    ramp start by t_cal / t_step LSB: cal_rows / 16 rows per LSB when the nominal rows
+    span 16 LSB (t_cal = 16 t_step / cal_rows), more when t_cal is short."""
     cycles = [15, 16, 12, 30, -1, 0]
     monkeypatch.setattr(cal_mod, "run_array", _fake_run(cycles))
     d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": cal_rows})
 
-    ctx = SimpleNamespace(point=SimpleNamespace(temp=27.0))  # all offset_trim reads here
-    trim = offset_trim(ctx, d, Calibration(1e-9, 1e-9, 1e-3, 1e-3), len(cycles))
-    per_lsb = cal_rows / 16
+    ctx = SimpleNamespace(point=SimpleNamespace(temp=27.0), options={})  # all it reads
+    trim = offset_trim(ctx, d, Calibration(t_cal, 1e-9, 1e-3, 1e-3), len(cycles))
     want = [int(np.clip(cal_rows - round(((j if j >= 0 else 32) - 15) * per_lsb), 0, 32))
             for j in cycles]
     assert trim.rows == want

@@ -309,8 +309,9 @@ def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) 
     One conversion of the half-LSB pattern (:func:`trim_pattern`) with every column at
     the nominal ``cal_rows``: a column of offset ``u`` LSB (positive: it crosses late)
     crosses at cycle ``j = ceil(14.5 + u)``, so ``u`` lies in ``(j - 15.5, j - 14.5]``.
-    Removing ``(j - 15) * cal_rows / 16`` rows (rounded) moves its ramp start by that
-    many LSB and leaves it within half a row of balance. The trim runs at ``ctx``'s
+    Removing ``(j - 15) * t_step / t_cal`` rows (rounded; ``cal_rows / 16`` when the
+    nominal rows span 16 LSB) moves its ramp start by that many LSB and leaves it within
+    half a row of balance. The trim runs at ``ctx``'s
     point; for a trim at another temperature pass :func:`at_temperature`'s context
     (the same die: device mismatch is keyed per device).
     """
@@ -319,7 +320,13 @@ def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) 
     conv = run_array(ctx, "trim", design, x, w, cal.t_cal, cal.t_step)
     any_ = conv.decisions.any(axis=1)
     cycles = np.where(any_, conv.decisions.argmax(axis=1), -1)
-    per_lsb = design.cfg.cal_rows / (N_CODES / 2)  # rows per LSB of ramp start
+    # Rows per LSB of ramp start: a calibration row held on for t_cal moves RBL_R as far
+    # as a ramp row does in t_cal / t_step cycles. (cal_rows / 16 only when the nominal
+    # rows span 16 LSB, i.e. t_cal = 16 t_step / cal_rows; a design whose MAC phase
+    # leaves the lines far apart needs a short t_cal, and a row is then a fraction of an
+    # LSB.)
+    per_lsb = cal.t_step / cal.t_cal if cal.t_cal > 0 and cal.t_step > 0 else \
+        design.cfg.cal_rows / (N_CODES / 2)
     rows, offs = [], []
     for j in cycles:
         jj = int(j) if j >= 0 else N_RAMP  # never crossed: at least 16.5 LSB late
