@@ -9,7 +9,10 @@ Needs torch (``pip install 'charact[torch]'``); nothing outside this package imp
 * :mod:`.gaincell` -- :class:`GainCellConfig` and :func:`gaincell_attention`: the gain-cell
   architecture (multiply surface, hard-sigmoid readout, retention, sliding window)
 * :mod:`.lm` -- a byte-level language model on Debian's fortunes text behind ``charact lm``
+* :mod:`.text` -- text from Debian's fortunes package: labelled entries and running text
 * :mod:`.hf` -- :func:`patch_hf_model` for Hugging Face ``transformers`` models
+* :mod:`.textcls` -- a pretrained encoder's text-classification accuracy behind
+  ``charact accuracy-text``
 * :mod:`.experiment`, :mod:`.report`, :mod:`.settings`, :mod:`.device` -- the accuracy
   sweeps behind ``charact accuracy`` (spec and runner, summaries and report, command-line
   settings, CPU/GPU placement and determinism)
