@@ -351,3 +351,17 @@ def by_corner(grids: dict[str, Any], corner: str) -> Any:
         if c.lower() == str(corner).lower():
             return grids[c]
     raise UserError(f"unknown corner {corner!r}; this table has: {', '.join(grids)}")
+
+
+def check_axis_range(axis: str, pts: Any, q: Any, tol: float, name: str, corner: str,
+                     extrapolate: bool) -> None:
+    """Refuse, in one line, a query of ``axis`` outside the characterized points ``pts``
+    (sorted) by more than ``tol``, or not finite, unless ``extrapolate``."""
+    lo, hi = pts[0], pts[-1]
+    outside = (q < lo - tol) | (q > hi + tol) | ~np.isfinite(q)
+    if np.any(outside) and not extrapolate:
+        bad = q[outside].flat[0]
+        span = f"{lo:g}" if pts.size == 1 else f"{lo:g}..{hi:g}"
+        raise UserError(f"{axis}={bad:g} is outside the characterized {axis} range {span} "
+                        f"of {name!r} at corner {corner} (pass extrapolate=True to "
+                        "extrapolate)")

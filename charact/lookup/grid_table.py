@@ -163,13 +163,7 @@ class GridTableModel:
                 tol = _PVT_TOL
             else:
                 tol = _REL_TOL * ((hi - lo) if hi > lo else max(abs(lo), 1e-300))
-            outside = (q < lo - tol) | (q > hi + tol) | ~np.isfinite(q)
-            if np.any(outside) and not extrapolate:
-                bad = q[outside].flat[0]
-                span = f"{lo:g}" if pts.size == 1 else f"{lo:g}..{hi:g}"
-                raise UserError(f"{axis}={bad:g} is outside the characterized {axis} range "
-                                f"{span} of {name!r} at corner {corner} (pass "
-                                "extrapolate=True to extrapolate)")
+            ff.check_axis_range(axis, pts, q, tol, name, corner, extrapolate)
             if pts.size >= 2:
                 used.append((pts, q))
         shape = queries[0].shape

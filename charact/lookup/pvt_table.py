@@ -94,14 +94,7 @@ class PVTTableModel:
         grid = g.stats[name][stat]
         axes = []  # the axes with >= 2 points: interpolated; single ones: must match
         for axis, pts, q in (("vdd", g.vdd, q_vdd), ("temp", g.temp, q_temp)):
-            lo, hi = pts[0], pts[-1]
-            outside = (q < lo - _GRID_TOL) | (q > hi + _GRID_TOL) | ~np.isfinite(q)
-            if np.any(outside) and not extrapolate:
-                bad = q[outside].flat[0]
-                span = f"{lo:g}" if pts.size == 1 else f"{lo:g}..{hi:g}"
-                raise UserError(f"{axis}={bad:g} is outside the characterized {axis} range "
-                                f"{span} of {name!r} at corner {corner} (pass extrapolate=True "
-                                "to extrapolate)")
+            ff.check_axis_range(axis, pts, q, _GRID_TOL, name, corner, extrapolate)
             if pts.size >= 2:
                 axes.append((pts, q))
         if not axes:
