@@ -42,6 +42,11 @@ def test_trim_fires_exactly_the_chosen_rows_per_column():
     col1 = body.split("* ---- column 1")[1]
     assert col0.count("rwl_cal vsram rep_stack") == 3
     assert col1.count("rwl_cal vsram rep_stack") == 20
+    # the rows storing 0 stay on the bitline (their junctions and inner nodes load it),
+    # gate grounded: a trim changes what rows store, not the bitline
+    assert col0.count("rwl_cal 0 rep_stack") == 29
+    assert col1.count("rwl_cal 0 rep_stack") == 12
+    assert "Xc0_cal3 rbl_r0 rwl_cal 0 rep_stack" in col0
     # row j is the same instance whichever rows a trim selects (same device, same die)
     assert "Xc1_cal19 rbl_r1 rwl_cal vsram rep_stack" in col1
     nominal = _body(ColumnConfig(n_dims=2, cal_rows=16))
@@ -105,6 +110,59 @@ def test_offset_trim_rule(monkeypatch, cal_rows, t_cal, per_lsb):
     assert trim.rows == want
     assert trim.offsets == [(j if j >= 0 else 32) - 15.0 for j in cycles]
     assert trim.cycles == cycles and trim.temp == 27.0
+
+
+def test_offset_trim_uses_the_measured_row_worth(monkeypatch):
+    cycles = [15, 18, 11]
+    monkeypatch.setattr(cal_mod, "run_array", _fake_run(cycles))
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": 16})
+    ctx = SimpleNamespace(point=SimpleNamespace(temp=27.0), options={"trim_steps": 1})
+    # t_step / t_cal would say 4 rows per LSB; the measured worth says 2
+    cal = Calibration(0.25e-9, 1e-9, 1e-3, 1e-3, lsb_per_row=0.5)
+    assert cal_mod.rows_per_lsb(d, cal) == 2.0
+    assert offset_trim(ctx, d, cal, 3).rows == [16, 10, 24]
+
+
+def _die_run(offsets, worth, r0, calls):
+    """A die whose column c has offset offsets[c] LSB at the nominal rows and whose
+    rows move the ramp start by ``worth`` LSB each (the trim's estimate may differ)."""
+    def run(ctx, name, design, x, w, t_cal, t_step, cal_rows=None):
+        rows = np.array(cal_rows if cal_rows is not None else [r0] * w.shape[0])
+        calls.append(rows.tolist())
+        u = np.asarray(offsets) - (r0 - rows) * worth
+        j = np.ceil(14.5 + u).astype(int)
+        dec = np.zeros((w.shape[0], 32), dtype=bool)
+        for c, jc in enumerate(j):
+            if jc <= 31:
+                dec[c, max(jc, 0):] = True
+        z = np.zeros(w.shape[0])
+        return Conversion(dec, np.zeros((w.shape[0], 33)), np.zeros((w.shape[0], 33)), z, z)
+    return run
+
+
+@pytest.mark.parametrize("true_worth", [0.6, 0.75, 0.9])
+def test_iterated_trim_converges_where_one_step_misses(monkeypatch, true_worth):
+    """The row worth the calibration measured (0.6 LSB) is off by up to 50 % at a
+    die's operating point: one step leaves up to half the offset, further steps
+    correct what the new rows still miss."""
+    offsets = [-9.3, -4.2, 0.3, 2.6, 7.7, 10.4]
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": 16})
+    cal = Calibration(1e-9, 1e-9, 1e-3, 1e-3, lsb_per_row=0.6)
+
+    def residual(steps):
+        calls: list = []
+        monkeypatch.setattr(cal_mod, "run_array", _die_run(offsets, true_worth, 16, calls))
+        ctx = SimpleNamespace(point=SimpleNamespace(temp=27.0),
+                              options={"trim_steps": steps})
+        trim = offset_trim(ctx, d, cal, len(offsets))
+        assert trim.offsets == [float(np.ceil(14.5 + o) - 15) for o in offsets]
+        assert len(calls) <= steps and calls[0] == [16] * len(offsets)
+        return np.abs(np.asarray(offsets) - (16 - np.array(trim.rows)) * true_worth)
+
+    many = residual(4)
+    assert many.max() <= 0.5 + true_worth / 2 + 1e-9  # within half a row of the cycle
+    if true_worth != 0.6:
+        assert residual(1).max() > many.max()
 
 
 def test_trim_options_are_checked():
@@ -186,3 +244,29 @@ def test_at_temperature_moves_only_the_temperature(tmp_path):
         cold.elapsed += 2.0
         cold.decks.append("abc")
     assert ctx.elapsed == 2.0 and ctx.decks == ["abc"] and ctx.point.temp == 125.0
+
+
+def test_row_worth_converts_the_mac_hi_pattern_either_side_of_the_nominal_rows(monkeypatch):
+    """The calibration's row worth: two columns of the mac_hi pattern at cal_rows -+ 8
+    rows; the worth is their ramp-start differentials' difference per row."""
+    seen = {}
+
+    def run(ctx, name, design, x, w, t_cal, t_step, cal_rows=None):
+        seen.update(name=name, rows=cal_rows, w=w)
+        lv = np.zeros((2, 33))
+        lv[:, 0] = [0.010 + 0.004 * r for r in cal_rows]  # 4 mV per row on RBL_L - RBL_R
+        z = np.zeros(2)
+        return Conversion(np.zeros((2, 32), dtype=bool), lv, np.zeros((2, 33)), z, z)
+
+    monkeypatch.setattr(cal_mod, "run_array", run)
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": 12})
+    x, w = cal_mod.calibration_patterns(d)
+    worth = cal_mod._row_worth(None, d, x, w[0], 1e-9, 1e-9)
+    assert worth == pytest.approx(0.004)
+    assert seen["rows"] == [4, 20] and np.array_equal(seen["w"], np.stack([w[0], w[0]]))
+    # near the ends of the 32 rows the span shrinks; no room at all: NaN
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4, "cal_rows": 30})
+    assert cal_mod._row_worth(None, d, x, w[0], 1e-9, 1e-9) == pytest.approx(0.004)
+    assert seen["rows"] == [28, 32]
+    d = make_design({**DESIGN_OPTIONS, "n_dims": 4})
+    assert np.isnan(cal_mod._row_worth(None, d, x, w[0], 1e-9, 1e-9))

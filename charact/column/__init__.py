@@ -16,6 +16,7 @@ so)::
     composed_blocks  ima_cell_mc, ima_column_composed
     errortable     code against ideal MAC per PVT point, from a column sweep
     validate       the composed column against full SPICE, as a report
+    cases          column sweeps side by side (nominal, untrimmed, trimmed), paired
 
 Why a composed column: a full column costs ngspice a minute per conversion at the
 paper's size, so a corner x Monte-Carlo error table by brute force takes hours; the
@@ -25,4 +26,4 @@ against full SPICE on the same dies.
 
 #: The modules of the family in import order: a module may import only earlier ones.
 LAYERS = ("netlist", "design", "bench", "calibration", "cells", "composed", "characterize",
-          "blocks", "composed_blocks", "errortable", "validate")
+          "blocks", "composed_blocks", "errortable", "validate", "cases")

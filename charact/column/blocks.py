@@ -83,7 +83,10 @@ class ImaColumn(ArrayBlock):
     """Pattern conversions on a replica-ramp IMA array (one row per column conversion)."""
 
     name = "ima_column"
-    version = "3"  # 3: the calibration bench loads RBL_L with every ramp row
+    # 3: the calibration bench loads RBL_L with every ramp row; 4: a trimmed column's
+    # rows storing 0 stay on RBL_R, the trim iterates (trim_steps) on the measured
+    # lsb_per_row
+    version = "4"
     Options = ImaColumnOptions
     summary_columns = ("code", "cross_cycle", "v_mac", "alpha")
     columns = (
@@ -165,14 +168,17 @@ class ImaCalibration(ArrayBlock):
     """Nominal calibration of the replica pulses at each operating point (one row each)."""
 
     name = "ima_calibration"
-    version = "3"  # 3: the waveform bench loads RBL_L with every ramp row
+    # 3: the waveform bench loads RBL_L with every ramp row; 4: lsb_per_row (a trim
+    # row's worth), and the rows storing 0 stay on RBL_R
+    version = "4"
     Options = DesignOptions
-    summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo")
+    summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo", "lsb_per_row")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",
-               "iterations", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "rep_ratio", "c_rbl",
-               "design")
+               "iterations", "lsb_per_row", "n_dims", "mac_lo", "mac_hi", "lsb_mac", "rep_ratio",
+               "c_rbl", "design")
     units = {"t_cal": "s", "t_step": "s", "volts_per_mac": "V", "lsb_v": "V",
-             "resid_hi": "LSB", "resid_lo": "LSB", "iterations": "1", "n_dims": "1",
+             "resid_hi": "LSB", "resid_lo": "LSB", "iterations": "1", "lsb_per_row": "LSB",
+             "n_dims": "1",
              "mac_lo": "1", "mac_hi": "1", "lsb_mac": "1", "rep_ratio": "1", "c_rbl": "F",
              "design": "-"}
 

@@ -28,13 +28,17 @@ Procedure, at each operating point (corner, VDD, temperature), on the nominal ci
    (``resid_hi``, ``resid_lo``, in LSB).
 
 Per-column offset trim (``trim = "offset"``, :func:`offset_trim`): with ``cal_rows`` < 32
-the rows a column fires are a per-column setting. Before its conversions each die
-converts one pattern of half an LSB in every column at the nominal rows; the cycle at
-which a column crosses brackets its offset (comparator offset, replica mismatch and
-leakage together, at that common mode) within one LSB, and the column then fires
-``(j - 15) * cal_rows / 16`` rows fewer. With ``cal_rows = 16`` one row is one LSB, the
-range is -16..+16 LSB and the residual is uniform within half a row. The cost is one
-conversion per column (32 ADC cycles, the array's usual energy) and no extra rows.
+the rows a column fires are a per-column setting (the rows storing 0 stay on RBL_R, so
+the bitline is the same whatever a trim selects). The calibration then also measures
+what one row is worth (``lsb_per_row``: the mac_hi pattern at ``cal_rows`` -+ 8 rows,
+the differentials at the ramp start). Before its conversions each die converts a
+pattern of half an LSB in every column at the nominal rows; the cycle at which a column
+crosses brackets its offset (comparator offset, replica mismatch, leakage and the
+kickback onto the bitlines together, at a conversion's common mode) within one LSB, and
+the column fires that many LSB worth of rows fewer. A second conversion at the new
+rows (``trim_steps`` = 2) fits the die's own row worth and corrects what is left. The
+range is about -+ cal_rows x lsb_per_row LSB; the cost is ``trim_steps`` conversions per
+die (32 ADC cycles each, the array's usual energy) and no extra rows.
 
 How it runs: ``charact sweep examples/column_calibration.toml`` (block
 ``ima_calibration``, nominal, the corners/VDDs/temperatures to be characterized) writes
@@ -81,6 +85,9 @@ class Calibration:
     resid_hi: float = math.nan  # LSB, after the returned settings
     resid_lo: float = math.nan
     iterations: int = 0
+    # LSB one calibration row moves the ramp start by (measured on the nominal
+    # circuit with cal_rows -+ a few rows; NaN when cal_rows = 32 leaves no trim room)
+    lsb_per_row: float = math.nan
 
     def row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,7 +184,9 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
         err_lo = d1_end - a * (design.mac_lo - m_lo)
         resid_hi, resid_lo = err_hi / lsb_v, err_lo / lsb_v
         if max(abs(resid_hi), abs(resid_lo)) < TOLERANCE_LSB or it == iters:
-            return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it)
+            worth = _row_worth(ctx, design, x, w[0], t_cal, t_step) / lsb_v
+            return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it,
+                               float(worth))
         # the calibration correction moves column 1's start by about err_hi as well.
         # Pulses of a few edge times are not linear in their width, so after the first
         # verification the slope is the secant through the last two (when it has the
@@ -194,6 +203,23 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
         if span_meas > 0 and span_need > 0:
             t_step *= span_need / span_meas
     raise AssertionError("unreachable")
+
+
+ROW_WORTH_SPAN = 8  # rows either side of cal_rows the row worth is measured over
+
+
+def _row_worth(ctx: JobContext, design: Design, x: np.ndarray, w_hi: np.ndarray,
+               t_cal: float, t_step: float) -> float:
+    """Volts of ramp start one calibration row is worth: the mac_hi pattern in two
+    columns at ``cal_rows`` -+ a few rows, their differentials at the ramp start."""
+    r0 = design.cfg.cal_rows
+    span = min(ROW_WORTH_SPAN, r0, N_CAL - r0)
+    if span < 1:
+        return math.nan
+    conv = run_array(ctx, "cal_rows", design, x, np.stack([w_hi, w_hi]), t_cal, t_step,
+                     cal_rows=[r0 - span, r0 + span])
+    d = conv.levels_l[:, 0] - conv.levels_r[:, 0]
+    return float((d[1] - d[0]) / (2 * span))
 
 
 # -- calibration tables and the per-job lookup ---------------------------------------------
@@ -235,7 +261,7 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
         r = hit.iloc[0]
         return Calibration(float(r["t_cal"]), float(r["t_step"]), float(r["volts_per_mac"]),
                            float(r["lsb_v"]), float(r["resid_hi"]), float(r["resid_lo"]),
-                           int(r["iterations"]))
+                           int(r["iterations"]), float(r.get("lsb_per_row", math.nan)))
     cache = None
     # a job's folder is <results>/work/<key>.<pid>/ (or a sub-folder of it)
     work = next((d for d in ctx.workdir.parents if d.name == "work"), None)
@@ -270,7 +296,7 @@ class Trim:
 TRIM_SEED = 20241121  # fixed: the typical trim pattern is part of the design
 
 
-def trim_pattern(design: Design, kind: str = "few") -> tuple[np.ndarray, np.ndarray]:
+def trim_pattern(design: Design, kind: str = "typical") -> tuple[np.ndarray, np.ndarray]:
     """Inputs (n_dims,) and one weight row whose MAC is half an LSB: the ideal column
     then sits in the middle of code 16, so the crossing cycle brackets the column's
     offset in a one-LSB interval centred on whole rows.
@@ -303,37 +329,73 @@ def trim_pattern(design: Design, kind: str = "few") -> tuple[np.ndarray, np.ndar
     return x, w
 
 
+def rows_per_lsb(design: Design, cal: Calibration) -> float:
+    """Calibration rows per LSB of ramp start, from the row worth the calibration
+    measured (:attr:`Calibration.lsb_per_row`). A short calibration pulse is not
+    linear in its width (word-line coupling, charge shared with the stacks' inner
+    nodes, rows storing 0 take charge too), so neither t_step / t_cal nor the total
+    swing over cal_rows measures a row; the width ratio is the fallback for
+    calibrations made before the worth was recorded."""
+    if math.isfinite(cal.lsb_per_row) and cal.lsb_per_row > 0:
+        return 1.0 / cal.lsb_per_row
+    if cal.t_cal > 0 and cal.t_step > 0:
+        return cal.t_step / cal.t_cal
+    return design.cfg.cal_rows / (N_CODES / 2)
+
+
 def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) -> Trim:
     """Measure each column's offset on this die and choose its calibration rows.
 
     One conversion of the half-LSB pattern (:func:`trim_pattern`) with every column at
     the nominal ``cal_rows``: a column of offset ``u`` LSB (positive: it crosses late)
     crosses at cycle ``j = ceil(14.5 + u)``, so ``u`` lies in ``(j - 15.5, j - 14.5]``.
-    Removing ``(j - 15) * t_step / t_cal`` rows (rounded; ``cal_rows / 16`` when the
-    nominal rows span 16 LSB) moves its ramp start by that many LSB and leaves it within
-    half a row of balance. The trim runs at ``ctx``'s
-    point; for a trim at another temperature pass :func:`at_temperature`'s context
-    (the same die: device mismatch is keyed per device).
+    Removing ``(j - 15) * rows_per_lsb`` rows (rounded) moves its ramp start by that
+    many LSB. A row's worth in codes varies with the point (the ramp's steps shrink as
+    RBL_L falls), so with ``trim_steps`` > 1 the die converts the pattern again at its
+    new rows: the moves of all its columns give the die's own row worth (least squares;
+    one column's move is quantized to a cycle), and each column is corrected by what it
+    still misses, until every column crosses at cycle 15 or the steps are spent.
+    ``offsets`` are the first conversion's (the die's own offsets). The trim runs at
+    ``ctx``'s point; for a trim at another temperature pass :func:`at_temperature`'s
+    context (the same die: device mismatch is keyed per device).
     """
-    x, w1 = trim_pattern(design, str(ctx.options.get("trim_pattern", "few")))
+    x, w1 = trim_pattern(design, str(ctx.options.get("trim_pattern", "typical")))
     w = np.repeat(w1[None, :], n_cols, 0)
-    conv = run_array(ctx, "trim", design, x, w, cal.t_cal, cal.t_step)
-    any_ = conv.decisions.any(axis=1)
-    cycles = np.where(any_, conv.decisions.argmax(axis=1), -1)
-    # Rows per LSB of ramp start: a calibration row held on for t_cal moves RBL_R as far
-    # as a ramp row does in t_cal / t_step cycles. (cal_rows / 16 only when the nominal
-    # rows span 16 LSB, i.e. t_cal = 16 t_step / cal_rows; a design whose MAC phase
-    # leaves the lines far apart needs a short t_cal, and a row is then a fraction of an
-    # LSB.)
-    per_lsb = cal.t_step / cal.t_cal if cal.t_cal > 0 and cal.t_step > 0 else \
-        design.cfg.cal_rows / (N_CODES / 2)
-    rows, offs = [], []
-    for j in cycles:
-        jj = int(j) if j >= 0 else N_RAMP  # never crossed: at least 16.5 LSB late
-        u = jj - 15.0
-        offs.append(u)
-        rows.append(int(np.clip(design.cfg.cal_rows - round(u * per_lsb), 0, N_CAL)))
-    return Trim(rows, [int(j) for j in cycles], offs, float(ctx.point.temp))
+    prior = rows_per_lsb(design, cal)
+    per_lsb = prior
+    steps = int(ctx.options.get("trim_steps", 1))
+    rows = np.full(n_cols, design.cfg.cal_rows)
+    first: np.ndarray | None = None
+    moves: list[tuple[np.ndarray, np.ndarray]] = []  # (rows moved, LSB moved), unclipped
+    prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    for step in range(steps):
+        conv = run_array(ctx, "trim" if step == 0 else f"trim{step + 1}", design, x, w,
+                         cal.t_cal, cal.t_step,
+                         cal_rows=None if step == 0 else [int(r) for r in rows])
+        cycles = np.where(conv.decisions.any(axis=1), conv.decisions.argmax(axis=1), -1)
+        # never crossed: at least 16.5 LSB late
+        u = np.where(cycles >= 0, cycles, N_RAMP).astype(float) - 15.0
+        if first is None:
+            first, offsets = cycles, [float(v) for v in u]
+        if prev is not None:
+            # the die's own row worth, fitted over every column's move (a single
+            # column's is quantized to a cycle): a row is worth more where the ramp's
+            # steps are small
+            ok = (prev[2] > 0) & (prev[2] < N_RAMP - 1) & (cycles > 0) & (cycles < N_RAMP - 1)
+            moves.append(((rows - prev[0])[ok], (u - prev[1])[ok]))
+            dr = np.concatenate([m[0] for m in moves])
+            du = np.concatenate([m[1] for m in moves])
+            if (dr != 0).sum() >= 2:
+                worth = float(dr @ du) / float(dr @ dr)
+                if 0.25 / prior < worth < 4 / prior:
+                    per_lsb = 1.0 / worth
+        if not u.any():
+            break
+        prev = (rows.copy(), u, cycles)
+        rows = np.clip(rows - np.rint(u * per_lsb).astype(int), 0, N_CAL)
+    assert first is not None
+    return Trim([int(r) for r in rows], [int(j) for j in first], offsets,
+                float(ctx.point.temp))
 
 
 @contextlib.contextmanager
@@ -354,4 +416,5 @@ def at_temperature(ctx: JobContext, temp: float) -> Iterator[JobContext]:
 
 
 __all__ = ["Calibration", "N_CODES", "Trim", "at_temperature", "calibrate", "calibration_for",
-           "calibration_patterns", "load_calibration_table", "offset_trim", "trim_pattern"]
+           "calibration_patterns", "load_calibration_table", "offset_trim", "rows_per_lsb",
+           "trim_pattern"]

@@ -173,7 +173,9 @@ class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
-    version = "3"  # 3: the design's trim_pattern option; 2: sensitivity fits (reg_*, sa_reg_*)
+    # 4: the design's trim_steps option, trim_pattern typical by default; 3: the design's
+    # trim_pattern option; 2: sensitivity fits (reg_*, sa_reg_*)
+    version = "4"
     Options = CellMCOptions
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
@@ -218,7 +220,9 @@ class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
-    version = "4"  # 4: the design's trim_pattern option; 3: keyed dies (the SPICE deck's values)
+    # 5: the design's trim_steps option, trim_pattern typical by default; 4: the design's
+    # trim_pattern option; 3: keyed dies (the SPICE deck's values)
+    version = "5"
     Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units
@@ -234,7 +238,7 @@ class ImaColumnComposed(ArrayBlock):
         if opts["wiring"] != "q":
             raise UserError("[measure] wiring must be q for the composed column (it "
                             "models wiring = q only)")
-        if opts["trim"] != "none" or opts["cal_rows"] != N_CAL or opts["trim_pattern"] != "few":
+        if opts["trim"] != "none" or opts["cal_rows"] != N_CAL:
             raise UserError("[measure] trim and cal_rows are modelled in full SPICE only "
                             "(block ima_column); leave trim = 'none' and cal_rows = 32")
         cm = opts["cell_models"]

@@ -66,17 +66,22 @@ class DesignOptions:
     cal_iterations: int = opt(3, "iterations of the calibration of the replica pulses",
                               min=1, max=10)
     cal_rows: int = opt(32, "calibration rows storing -1 at the nominal setting (of 32); "
-                        "fewer leave a per-column trim room, one row = 16 / cal_rows LSB",
+                        "fewer leave a per-column trim room (the calibration measures a "
+                        "row's worth, lsb_per_row)",
                         min=1, max=32)
     trim: str = opt("none", "per-column offset trim of each die before its conversions: "
                     "none or offset (one conversion of a half-LSB MAC sets each column's "
                     "calibration rows)", choices=("none", "offset"),
                     rule="offset needs cal_rows < 32")
-    trim_pattern: str = opt("few", "pattern of the trim conversion, a half-LSB MAC either "
-                            "way: few (on a few cells; the bitlines stay near the "
-                            "precharge) or typical (random inputs, weights solved for the "
-                            "target: the bitlines discharge as far as in a conversion)",
-                            choices=("few", "typical"))
+    trim_pattern: str = opt("typical", "pattern of the trim conversion, a half-LSB MAC "
+                            "either way: typical (random inputs, weights solved for the "
+                            "target: the bitlines discharge as far as in a conversion) or few "
+                            "(on a few cells; the bitlines stay near the precharge, where "
+                            "subthreshold reads and the SA's offset differ from a "
+                            "conversion's)", choices=("few", "typical"))
+    trim_steps: int = opt(2, "conversions of the trim pattern per die: the first measures "
+                          "each column's offset, each further one corrects what the new "
+                          "rows still miss", min=1, max=6)
     trim_temp: str = opt("point", "temperature of the trim conversion: point (the job's) or "
                          "degrees C, e.g. 27 to trim cold and run hot", min_len=1,
                          rule="point or a number")

@@ -176,8 +176,11 @@ def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
     against ``c_rbl`` (``c_rbl_per_row`` counts it). Replica rows are always placed.
     Untrimmed (``n_cal`` None), the 32 calibration rows fired together become one stack
     of 32x the width: by Pelgrom's law its mismatch equals that of the sum of 32 cells.
-    Trimmed, each of the ``n_cal`` rows that store -1 is its own stack, so a row is the
-    same device (the same die) whichever rows a trim selects."""
+    Trimmed, each of the 32 calibration rows is its own stack, so a row is the same
+    device (the same die) whichever rows a trim selects; the rows that store 0 keep
+    their stack with the storage gate grounded (27 cells wide, their junctions are a
+    large part of RBL_R's load: leaving them out would move the MAC phase with the
+    trim)."""
     out = []
     for i in range(cfg.n_dims):
         xi = int(x[i])
@@ -195,7 +198,10 @@ def _lean_lines(cfg: ColumnConfig, c: int, x: np.ndarray, w_col: np.ndarray,
     if n_cal is None:
         out.append(f"Xc{c}_cal rbl_r{c} rwl_cal vsram cal_stack")
     else:
-        out += [f"Xc{c}_cal{j} rbl_r{c} rwl_cal vsram rep_stack" for j in range(n_cal)]
+        # a row storing 0 is still on the bitline: its stack stays, gate grounded, so
+        # a trim changes what the rows store and never the bitline's load or leakage
+        out += [f"Xc{c}_cal{j} rbl_r{c} rwl_cal {'vsram' if j < n_cal else '0'} rep_stack"
+                for j in range(N_CAL)]
     # every ramp row is placed, also one whose word line stays low (the calibration's
     # waveform bench fires only row 0): replica stacks are rep_ratio cells wide, and
     # their junctions load RBL_L as much as a small bitline does

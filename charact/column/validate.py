@@ -108,7 +108,9 @@ def _verdict(s: dict[str, float], c: dict[str, float], tol_mean: float,
             "mean_ok": mean_ok, "sigma_ok": sigma_ok, "verdict": verdict}
 
 
-def _errors(df: pd.DataFrame) -> pd.DataFrame:
+def conversion_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """The "ok" rows of a column table with ``error`` = code - code_ideal (LSB) and the
+    operating point rounded for grouping."""
     ok = df[df["status"] == "ok"].copy()
     ok["error"] = ok["code"].astype(float) - ok["code_ideal"].astype(float)
     for c in ("vdd", "temp"):
@@ -155,7 +157,7 @@ def _load(sweep: str | Path, block: str | None
 def compare(spice: pd.DataFrame, composed: pd.DataFrame, tol_mean: float = TOL_MEAN,
             tol_sigma: float = TOL_SIGMA) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per point and ideal code, per point pooled) comparison tables."""
-    s_ok, c_ok = _errors(spice), _errors(composed)
+    s_ok, c_ok = conversion_errors(spice), conversion_errors(composed)
     if s_ok.empty or c_ok.empty:
         raise UserError("both tables need successful conversions")
     points = sorted(set(map(tuple, s_ok[PVT].to_numpy().tolist()))
@@ -199,7 +201,7 @@ def paired(spice: pd.DataFrame, composed: pd.DataFrame) -> pd.DataFrame:
     keys += ["die"] if "die" in spice and "die" in composed else []
     if not all(k in spice and k in composed for k in keys):
         return pd.DataFrame()
-    s, c = _errors(spice), _errors(composed)
+    s, c = conversion_errors(spice), conversion_errors(composed)
     m = s[keys + ["code", "code_ideal"]].merge(c[keys + ["code"]], on=keys,
                                                suffixes=("_spice", "_composed"))
     if m.empty:
@@ -354,7 +356,7 @@ def join_pairs(spice: pd.DataFrame, composed: pd.DataFrame) -> tuple[pd.DataFram
     missing = [k for k in PAIR_KEYS if k not in spice or k not in composed]
     if missing:
         raise UserError(f"paired validation: the tables lack {', '.join(missing)}")
-    s, c = _errors(spice), _errors(composed)
+    s, c = conversion_errors(spice), conversion_errors(composed)
     extra = ["pattern"] if "pattern" in s and "pattern" in c else []
     m = s[PAIR_KEYS + ["code", "code_ideal", "error"] + extra].merge(
         c[PAIR_KEYS + ["code", "error"] + extra], on=PAIR_KEYS,
@@ -706,6 +708,6 @@ def write_report(spice_dir: str | Path, composed_dir: str | Path, out: str | Pat
 
 
 __all__ = ["MARGIN_MEAN", "MARGIN_SIGMA", "PAIR_KEYS", "TOL_MEAN", "TOL_SIGMA", "Tost",
-           "cluster_mean", "compare", "join_pairs", "load_table", "paired",
+           "cluster_mean", "compare", "conversion_errors", "join_pairs", "load_table", "paired",
            "paired_equivalence", "paired_report", "paired_section", "report", "tost_mean",
            "tost_sigma_ratio", "write_report"]
