@@ -270,3 +270,17 @@ def test_row_worth_converts_the_mac_hi_pattern_either_side_of_the_nominal_rows(m
     assert seen["rows"] == [28, 32]
     d = make_design({**DESIGN_OPTIONS, "n_dims": 4})
     assert np.isnan(cal_mod._row_worth(None, d, x, w[0], 1e-9, 1e-9))
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), "absent"])
+def test_calibration_record_without_a_row_worth_reads_as_nan(missing):
+    """A point without trim room (cal_rows = 32) has no row worth: the table stores it
+    as null/NaN, older tables lack the column; every form loads, as NaN."""
+    rec = {"t_cal": 1e-9, "t_step": 2e-9, "volts_per_mac": 1e-4, "lsb_v": 4e-3,
+           "resid_hi": 0.01, "resid_lo": -0.02, "iterations": 3, "lsb_per_row": missing}
+    if missing == "absent":
+        del rec["lsb_per_row"]
+    cal = cal_mod.calibration_from_record(rec)
+    assert np.isnan(cal.lsb_per_row) and cal.t_step == 2e-9 and cal.iterations == 3
+    rec["lsb_per_row"] = 0.62
+    assert cal_mod.calibration_from_record(rec).lsb_per_row == 0.62

@@ -236,6 +236,19 @@ def load_calibration_table(path: str | Path) -> pd.DataFrame:
     return df[df["status"] == "ok"].reset_index(drop=True)
 
 
+def calibration_from_record(rec: dict[str, Any]) -> Calibration:
+    """A :class:`Calibration` from a table row or a cached record. A value a point does
+    not have (``lsb_per_row`` without trim room, or a table made before it existed) is
+    stored as NaN, null or not at all: each reads back as NaN."""
+    def num(key: str) -> float:
+        v = rec.get(key)
+        return math.nan if v is None or pd.isna(v) else float(v)
+
+    return Calibration(float(rec["t_cal"]), float(rec["t_step"]), num("volts_per_mac"),
+                       num("lsb_v"), num("resid_hi"), num("resid_lo"),
+                       int(rec.get("iterations") or 0), num("lsb_per_row"))
+
+
 def calibration_for(ctx: JobContext, design: Design) -> Calibration:
     """The calibration of ``ctx``'s operating point: from the table named by the
     ``calibration`` option, or computed inline and cached beside the sweep's jobs."""
@@ -258,10 +271,7 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
         if hit.empty:
             raise JobFailed(f"calibration in {source} was made for another array design "
                             "(n_dims, sizes, range or timing differ)")
-        r = hit.iloc[0]
-        return Calibration(float(r["t_cal"]), float(r["t_step"]), float(r["volts_per_mac"]),
-                           float(r["lsb_v"]), float(r["resid_hi"]), float(r["resid_lo"]),
-                           int(r["iterations"]), float(r.get("lsb_per_row", math.nan)))
+        return calibration_from_record(hit.iloc[0].to_dict())
     cache = None
     # a job's folder is <results>/work/<key>.<pid>/ (or a sub-folder of it)
     work = next((d for d in ctx.workdir.parents if d.name == "work"), None)
@@ -270,7 +280,7 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
         cache = work.parent / "calibration" / f"{key}.json"
         if cache.is_file():
             try:
-                return Calibration(**json.loads(cache.read_text())["calibration"])
+                return calibration_from_record(json.loads(cache.read_text())["calibration"])
             except (ValueError, KeyError, TypeError):
                 pass  # unreadable: calibrate again
     cal = calibrate(ctx, design)
@@ -415,6 +425,7 @@ def at_temperature(ctx: JobContext, temp: float) -> Iterator[JobContext]:
         ctx.decks += tctx.decks
 
 
-__all__ = ["Calibration", "N_CODES", "Trim", "at_temperature", "calibrate", "calibration_for",
+__all__ = ["Calibration", "N_CODES", "Trim", "at_temperature", "calibrate",
+           "calibration_for", "calibration_from_record",
            "calibration_patterns", "load_calibration_table", "offset_trim", "rows_per_lsb",
            "trim_pattern"]
