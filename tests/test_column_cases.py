@@ -60,3 +60,10 @@ def test_bad_cases_end_in_one_line_and_exit_2(args):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_sweep_without_its_table_is_refused(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    r = subprocess.run([sys.executable, "-m", "charact.cli", "column-cases",
+                        f"a={tmp_path}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "has not finished" in r.stderr

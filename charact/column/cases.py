@@ -95,10 +95,7 @@ def cases_report(cases: dict[str, str | Path], pairs: list[tuple[str, str]],
     """Markdown: one table of the cases, one of the pairs (``(base, case)`` labels)."""
     tables = {}
     for label, path in cases.items():
-        df, _, source = load_table(path)
-        if "still running" in source:
-            raise UserError(f"{path}: the sweep has not finished (no table yet)")
-        tables[label] = df
+        tables[label] = load_table(path, finished=True)[0]
     for a, b in pairs:
         for lbl in (a, b):
             if lbl not in tables:

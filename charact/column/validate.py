@@ -118,11 +118,15 @@ def conversion_errors(df: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
-def load_table(sweep: str | Path, block: str | None = None
+def load_table(sweep: str | Path, block: str | None = None, finished: bool = False
                ) -> tuple[pd.DataFrame, Path, str]:
     """A column sweep's table, or, while the sweep is still running (no table yet),
     the rows of its finished jobs (``jobs/*.json``); the last item says which.
-    ``block`` (``ima_column`` or ``ima_column_composed``) refuses a sweep of the other."""
+    ``block`` (``ima_column`` or ``ima_column_composed``) refuses a sweep of the other;
+    ``finished`` refuses a sweep without its table."""
+    d = Path(sweep)
+    if finished and not ((d / "table.parquet").is_file() or d.suffix == ".parquet"):
+        raise UserError(f"{sweep}: no sweep table (the sweep has not finished)")
     df, folder, source, _ = _load(sweep, block)
     return df, folder, source
 
