@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ EXIT_USER_ERROR = 2
 EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM), as a shell reports a process it killed
+EXIT_BROKEN_PIPE = 141  # stdout closed early (128 + SIGPIPE), as a shell reports it
 
 
 class Terminated(KeyboardInterrupt):
@@ -94,15 +96,26 @@ def main(argv: list[str] | None = None) -> int:
         # Its text may quote ngspice or the loader, line breaks included.
         print(f"charact: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_ENVIRONMENT
-    except BrokenPipeError:  # output piped into head and the like
-        sys.stderr.close()
-        return 0
+    except BrokenPipeError:
+        # output piped into head and the like: the command stopped before it finished
+        # (a sweep before its table), so the exit says so, as SIGPIPE would (128 + 13);
+        # stdout goes to /dev/null so that the interpreter's own flush stays quiet
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Terminated:
-        print("charact: terminated; finished jobs are kept, rerun to resume", file=sys.stderr)
+        print(f"charact: terminated{_resume_hint(args)}", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("charact: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
+        print(f"charact: interrupted{_resume_hint(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted command keeps: a sweep its finished jobs; others nothing."""
+    if getattr(args, "command", None) == "sweep":
+        return "; finished jobs are kept, rerun to resume"
+    return ""
 
 
 if __name__ == "__main__":

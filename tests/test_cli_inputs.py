@@ -335,3 +335,75 @@ def test_cli_prints_the_size_of_a_large_sweep(tmp_path, capsys, monkeypatch):
     assert main(["render", str(SA_SPEC), "-o", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
     assert "2,160 jobs; expanding them takes about" in err
+
+
+def test_render_that_writes_no_deck_is_an_error(tmp_path, capsys):
+    """A bench that stops before its first deck is reported, not exit 0 with nothing."""
+    text = (REPO / "examples" / "column_64_calibration.toml").read_text()
+    assert "samples = 0" in text
+    spec = tmp_path / "cal_mc.toml"
+    # a calibration is nominal: a Monte-Carlo one is refused before any deck
+    spec.write_text(text.replace("samples = 0", "samples = 1"))
+    assert main(["render", str(spec), "-o", str(tmp_path / "r")]) == 2
+    one_line_error(capsys, "no deck written: calibration is nominal")
+
+
+def test_render_of_the_64_dimension_column_writes_its_deck(tmp_path):
+    assert main(["render", str(REPO / "examples" / "column_64.toml"), "-o",
+                 str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "array0.cir").is_file()
+
+
+def test_set_overrides_a_measure_option(tmp_path, capsys):
+    import argparse
+
+    from charact.commands.engine import load_spec_with_overrides, parse_sets
+
+    args = argparse.Namespace(spec=str(REPO / "examples" / "column_64.toml"),
+                              set=["conversions=16", "trim=offset", "trim_steps=3"])
+    spec = load_spec_with_overrides(args)
+    assert spec.options["conversions"] == 16 and spec.options["trim"] == "offset"
+    assert spec.options["trim_steps"] == 3
+    assert parse_sets(["scales=[1, 2, 4]", "t_step_nom=2e-9"]) == {
+        "scales": [1, 2, 4], "t_step_nom": 2e-9}
+    # an unknown option, a bad value and a malformed flag: one line, exit 2, nothing run
+    for flags, message in ((["--set", "bogus=1"], "bogus"),
+                           (["--set", "trim_steps=0"], "trim_steps"),
+                           (["--set", "conversions"], "--set needs OPTION=VALUE")):
+        out = tmp_path / "never"
+        assert main(["sweep", str(REPO / "examples" / "column_64.toml"), "-o", str(out),
+                     *flags]) == 2
+        one_line_error(capsys, message)
+        assert not out.exists()
+
+
+def test_a_closed_pipe_is_not_a_success():
+    """``charact blocks | head -0``: the output stops early; exit 141 (SIGPIPE), quiet."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "charact.cli", "blocks"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_an_interrupted_command_says_what_it_keeps(monkeypatch, capsys):
+    import charact.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser()
+    cases = [(parser.parse_args(c), hint) for c, hint in ((["blocks"], False),
+                                                          (["sweep", "x.toml"], True))]
+    for args, hint in cases:
+        monkeypatch.setattr(args, "func", interrupted, raising=False)
+        monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args",
+                            lambda self, argv=None, a=args: a)
+        assert cli.main([]) == 130
+        err = capsys.readouterr().err
+        assert err.startswith("charact: interrupted")
+        assert ("rerun to resume" in err) == hint, err

@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from charact.column.cases import case_stats, paired_change, sigma_interval
+from charact.column.cases import (
+    case_stats,
+    paired_change,
+    sigma_cluster_interval,
+    sigma_interval,
+)
 
 
 def _table(errors: np.ndarray, die: np.ndarray, col: np.ndarray, patterns: list[str],
@@ -30,6 +35,29 @@ def test_sigma_interval_covers_the_true_spread_at_its_level():
     assert all(np.isnan(v) for v in sigma_interval(np.array([1.0])))
 
 
+def test_the_column_interval_holds_where_columns_share_an_offset():
+    """30 columns x 8 conversions, each column with its own offset (sigma 1.5) plus
+    per-conversion noise (1.0): the chi-square interval (independent conversions) covers
+    the true spread far too rarely, the interval over columns near its level."""
+    rng = np.random.default_rng(1)
+    true = np.sqrt(1.5 ** 2 + 1.0 ** 2)
+    cols = np.repeat(np.arange(30), 8)
+    chi = clu = 0
+    reps = 300
+    for _ in range(reps):
+        e = rng.normal(0, 1.5, 30)[cols] + rng.normal(0, 1.0, cols.size)
+        _, lo, hi = sigma_interval(e)
+        chi += lo <= true <= hi
+        c_lo, c_hi = sigma_cluster_interval(e, cols)
+        clu += c_lo <= true <= c_hi
+    assert chi / reps < 0.75
+    assert 0.88 <= clu / reps <= 0.99
+    e = rng.normal(0, 1, 16)
+    assert all(np.isnan(v) for v in sigma_cluster_interval(e, np.zeros(16)))  # one column
+    lo, hi = sigma_cluster_interval(e, np.arange(16))  # one conversion per column
+    assert lo < e.std(ddof=1) < hi
+
+
 def test_case_stats_and_paired_change():
     die = np.repeat([0, 1], 8)
     col = np.tile(np.arange(8), 2)
@@ -41,6 +69,7 @@ def test_case_stats_and_paired_change():
     assert s["conversions"] == 16 and s["dies"] == 2
     assert s["sigma"] == pytest.approx(e_t.std(ddof=1))
     assert s["sigma_lo"] < s["sigma"] < s["sigma_hi"]
+    assert s["columns"] == 16 and s["sigma_col_lo"] < s["sigma"] < s["sigma_col_hi"]
     assert s["mean_abs"] == pytest.approx(np.abs(e_t).mean())
     pc = paired_change(u, t).iloc[0]
     assert pc["pairs"] == 16 and pc["same_code"] == int((e_u == e_t).sum())

@@ -187,6 +187,17 @@ def _deck(design, x, w, seed, die):
                        Point("NOM", 1.0, 27.0, seed, die), templates)
 
 
+def deck_stack_z(in_deck: dict, inst: str, stack: StackModel) -> float:
+    """The standard score the stack fit gives the read stack ``inst`` of a deck, from the
+    deck's own device scores."""
+    sc = {}
+    for t in STACK_TERMS:
+        dev, kind = t.split(":")
+        d = in_deck[f"{inst}.x0.{dev}"]
+        sc[t] = d.z_vt if kind == "vt" else d.z_beta
+    return (stack.reg.predict(sc) - stack.mu_ln) / stack.sigma_ln
+
+
 def test_keyed_die_reads_the_devices_of_the_spice_deck(design):
     """Same (seed, die), same pattern: the composed die reads exactly the device paths
     the SPICE deck holds (all but the precharge switches, which it does not model), with
@@ -213,13 +224,7 @@ def test_keyed_die_reads_the_devices_of_the_spice_deck(design):
                 for s_i, side in enumerate("lr"):
                     if not need[c, i, b, s_i]:
                         continue
-                    inst = stack_instance(c, i, b, side)
-                    sc = {}
-                    for t in STACK_TERMS:
-                        dev, kind = t.split(":")
-                        d = in_deck[f"{inst}.x0.{dev}"]
-                        sc[t] = d.z_vt if kind == "vt" else d.z_beta
-                    z = (mac.reg.predict(sc) - mac.mu_ln) / mac.sigma_ln
+                    z = deck_stack_z(in_deck, stack_instance(c, i, b, side), mac)
                     for k in range(4):
                         if STACK_SIDE[k] == side:
                             assert die.z_mac[c, i, b, k] == pytest.approx(z, abs=1e-12)

@@ -169,8 +169,9 @@ class ImaCalibration(ArrayBlock):
 
     name = "ima_calibration"
     # 3: the waveform bench loads RBL_L with every ramp row; 4: lsb_per_row (a trim
-    # row's worth), and the rows storing 0 stay on RBL_R
-    version = "4"
+    # row's worth), and the rows storing 0 stay on RBL_R; 5: the ramp step refined along
+    # the secant (refine_pulses)
+    version = "5"
     Options = DesignOptions
     summary_columns = ("t_cal", "t_step", "lsb_v", "resid_hi", "resid_lo", "lsb_per_row")
     columns = ("t_cal", "t_step", "volts_per_mac", "lsb_v", "resid_hi", "resid_lo",

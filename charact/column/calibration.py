@@ -55,7 +55,7 @@ import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,37 +172,71 @@ def _calibrate(ctx: JobContext, design: Design) -> Calibration:
     rate_cal = (target_hi - d0) / t_cal if t_cal > 0 else math.nan
     lsb_v = a * design.lsb
     # 2. verification with the pulsed conversion, corrected until within tolerance
-    resid_hi = resid_lo = math.nan
-    iters = int(ctx.options.get("cal_iterations", 3))
-    prev: tuple[float, float] | None = None  # (t_cal, err_hi) of the previous verification
-    for it in range(1, iters + 1):
-        conv = run_array(ctx, f"cal_verify{it}", design, x, w, t_cal, t_step)
-        dc0 = conv.levels_l[0, 0] - conv.levels_r[0, 0]
-        dc1 = conv.levels_l[1, 0] - conv.levels_r[1, 0]
-        d1_end = conv.levels_l[1, -1] - conv.levels_r[1, -1]
+    def verify(it: int, tc: float, ts: float) -> tuple[float, float, float]:
+        conv = run_array(ctx, f"cal_verify{it}", design, x, w, tc, ts)
+        return (conv.levels_l[0, 0] - conv.levels_r[0, 0],
+                conv.levels_l[1, 0] - conv.levels_r[1, 0],
+                conv.levels_l[1, -1] - conv.levels_r[1, -1])
+
+    t_cal, t_step, resid_hi, resid_lo, it = refine_pulses(
+        verify, t_cal, t_step, target_hi, a * (design.mac_lo - m_lo), lsb_v, rate_cal,
+        int(ctx.options.get("cal_iterations", 3)), cfg.t_edge,
+        cfg.t_clk / 2 - 5 * cfg.t_edge)
+    worth = _row_worth(ctx, design, x, w[0], t_cal, t_step) / lsb_v
+    return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it,
+                       float(worth))
+
+
+#: ``verify(iteration, t_cal, t_step)``: the differentials of one pulsed conversion of
+#: the calibration patterns: (mac_hi column at the ramp start, mac_lo column at the ramp
+#: start, mac_lo column after the 32 steps), in volts.
+Verify = Callable[[int, float, float], tuple[float, float, float]]
+
+
+def refine_pulses(verify: Verify, t_cal: float, t_step: float, target_hi: float,
+                  target_lo: float, lsb_v: float, rate_cal: float, iterations: int,
+                  t_min: float, t_step_max: float
+                  ) -> tuple[float, float, float, float, int]:
+    """Correct the replica pulses until the pulsed conversion meets both targets within
+    :data:`TOLERANCE_LSB`: ``(t_cal, t_step, resid_hi, resid_lo, iterations used)``.
+
+    Pulses of a few edge times are not linear in their width: each pulse also charges
+    the replica stacks' inner nodes (a charge that does not grow with the width), so a
+    step's swing is about ``q0 + rate x t_step`` with ``q0`` a large share of it.
+    Scaling a width by the ratio of the swings then converges only by the factor
+    ``q0 / swing`` per iteration (0.7 leaves a fifth of a 20-LSB miss after 8); after
+    the first verification each width moves along the secant through its last two
+    verifications (when the secant has the expected sign), which is exact for an affine
+    swing.
+    """
+    prev_cal: tuple[float, float] | None = None  # (t_cal, err_hi) of the last verification
+    prev_step: tuple[float, float] | None = None  # (t_step, span) of the last verification
+    for it in range(1, iterations + 1):
+        dc0, dc1, d1_end = verify(it, t_cal, t_step)
         err_hi = dc0 - target_hi
-        err_lo = d1_end - a * (design.mac_lo - m_lo)
+        err_lo = d1_end - target_lo
         resid_hi, resid_lo = err_hi / lsb_v, err_lo / lsb_v
-        if max(abs(resid_hi), abs(resid_lo)) < TOLERANCE_LSB or it == iters:
-            worth = _row_worth(ctx, design, x, w[0], t_cal, t_step) / lsb_v
-            return Calibration(t_cal, t_step, a, lsb_v, float(resid_hi), float(resid_lo), it,
-                               float(worth))
-        # the calibration correction moves column 1's start by about err_hi as well.
-        # Pulses of a few edge times are not linear in their width, so after the first
-        # verification the slope is the secant through the last two (when it has the
-        # waveform's sign), not the waveform bench's discharge rate.
+        if max(abs(resid_hi), abs(resid_lo)) < TOLERANCE_LSB or it == iterations:
+            return t_cal, t_step, float(resid_hi), float(resid_lo), it
+        # the calibration correction moves column 1's start by about err_hi as well
         rate = rate_cal
-        if prev is not None and t_cal != prev[0]:
-            secant = (err_hi - prev[1]) / (t_cal - prev[0])
+        if prev_cal is not None and t_cal != prev_cal[0]:
+            secant = (err_hi - prev_cal[1]) / (t_cal - prev_cal[0])
             if math.isfinite(secant) and secant * rate_cal > 0:
                 rate = secant
-        prev = (t_cal, err_hi)
-        t_cal = max(cfg.t_edge, t_cal - err_hi / rate)
+        prev_cal = (t_cal, err_hi)
+        t_cal = max(t_min, t_cal - err_hi / rate)
         span_meas = dc1 - d1_end
-        span_need = (dc1 - err_hi) - a * (design.mac_lo - m_lo)
+        span_need = (dc1 - err_hi) - target_lo
         if span_meas > 0 and span_need > 0:
-            t_step *= span_need / span_meas
-    raise AssertionError("unreachable")
+            new = t_step * span_need / span_meas
+            if prev_step is not None and t_step != prev_step[0]:
+                slope = (span_meas - prev_step[1]) / (t_step - prev_step[0])
+                if math.isfinite(slope) and slope > 0:
+                    new = t_step + (span_need - span_meas) / slope
+            prev_step = (t_step, span_meas)
+            t_step = min(max(t_min, new), t_step_max)
+    raise ValueError("iterations must be >= 1")
 
 
 ROW_WORTH_SPAN = 8  # rows either side of cal_rows the row worth is measured over
@@ -256,7 +290,10 @@ def calibration_for(ctx: JobContext, design: Design) -> Calibration:
     digest = design.digest(ctx.params)
     if ctx.sim.name == "render":
         # ``charact render`` writes decks only: use the design-time estimate
-        est = design.lsb * design.cfg.t_unit / design.cfg.rep_ratio
+        cfg = design.cfg
+        est = design.lsb * cfg.t_unit / cfg.rep_ratio
+        # a design's nominal step may fill half a clock; the calibrated one is shorter
+        est = min(est, cfg.t_clk / 2 - 6 * cfg.t_edge)
         return Calibration(t_cal=16 * est, t_step=est, volts_per_mac=math.nan,
                            lsb_v=math.nan)
     p = ctx.point
@@ -353,36 +390,39 @@ def rows_per_lsb(design: Design, cal: Calibration) -> float:
     return design.cfg.cal_rows / (N_CODES / 2)
 
 
-def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) -> Trim:
-    """Measure each column's offset on this die and choose its calibration rows.
+#: ``decide(step, x, w, rows)``: the decisions (n_cols, 32) of one trim conversion of
+#: inputs ``x`` (n_dims,) and weights ``w`` (n_cols, n_dims), with ``rows`` calibration
+#: rows per column (None: the design's nominal rows, as an untrimmed conversion).
+TrimConversion = Callable[[int, np.ndarray, np.ndarray, "list[int] | None"], np.ndarray]
+
+
+def trim_rows(design: Design, cal: Calibration, n_cols: int, decide: TrimConversion,
+              steps: int = 2, pattern: str = "typical", temp: float = math.nan) -> Trim:
+    """The per-column offset trim, whatever converts (full SPICE or the composed column).
 
     One conversion of the half-LSB pattern (:func:`trim_pattern`) with every column at
     the nominal ``cal_rows``: a column of offset ``u`` LSB (positive: it crosses late)
     crosses at cycle ``j = ceil(14.5 + u)``, so ``u`` lies in ``(j - 15.5, j - 14.5]``.
     Removing ``(j - 15) * rows_per_lsb`` rows (rounded) moves its ramp start by that
     many LSB. A row's worth in codes varies with the point (the ramp's steps shrink as
-    RBL_L falls), so with ``trim_steps`` > 1 the die converts the pattern again at its
+    RBL_L falls), so with ``steps`` > 1 the die converts the pattern again at its
     new rows: the moves of all its columns give the die's own row worth (least squares;
     one column's move is quantized to a cycle), and each column is corrected by what it
     still misses, until every column crosses at cycle 15 or the steps are spent.
-    ``offsets`` are the first conversion's (the die's own offsets). The trim runs at
-    ``ctx``'s point; for a trim at another temperature pass :func:`at_temperature`'s
-    context (the same die: device mismatch is keyed per device).
+    ``offsets`` are the first conversion's (the die's own offsets).
     """
-    x, w1 = trim_pattern(design, str(ctx.options.get("trim_pattern", "typical")))
+    x, w1 = trim_pattern(design, pattern)
     w = np.repeat(w1[None, :], n_cols, 0)
     prior = rows_per_lsb(design, cal)
     per_lsb = prior
-    steps = int(ctx.options.get("trim_steps", 1))
     rows = np.full(n_cols, design.cfg.cal_rows)
     first: np.ndarray | None = None
+    offsets: list[float] = []
     moves: list[tuple[np.ndarray, np.ndarray]] = []  # (rows moved, LSB moved), unclipped
     prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for step in range(steps):
-        conv = run_array(ctx, "trim" if step == 0 else f"trim{step + 1}", design, x, w,
-                         cal.t_cal, cal.t_step,
-                         cal_rows=None if step == 0 else [int(r) for r in rows])
-        cycles = np.where(conv.decisions.any(axis=1), conv.decisions.argmax(axis=1), -1)
+        dec = np.asarray(decide(step, x, w, None if step == 0 else [int(r) for r in rows]))
+        cycles = np.where(dec.any(axis=1), dec.argmax(axis=1), -1)
         # never crossed: at least 16.5 LSB late
         u = np.where(cycles >= 0, cycles, N_RAMP).astype(float) - 15.0
         if first is None:
@@ -404,8 +444,20 @@ def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) 
         prev = (rows.copy(), u, cycles)
         rows = np.clip(rows - np.rint(u * per_lsb).astype(int), 0, N_CAL)
     assert first is not None
-    return Trim([int(r) for r in rows], [int(j) for j in first], offsets,
-                float(ctx.point.temp))
+    return Trim([int(r) for r in rows], [int(j) for j in first], offsets, float(temp))
+
+
+def offset_trim(ctx: JobContext, design: Design, cal: Calibration, n_cols: int) -> Trim:
+    """Measure each column's offset on this die in full SPICE and choose its calibration
+    rows (:func:`trim_rows`). The trim runs at ``ctx``'s point; for a trim at another
+    temperature pass :func:`at_temperature`'s context (the same die: device mismatch is
+    keyed per device)."""
+    def decide(step: int, x: np.ndarray, w: np.ndarray, rows: list[int] | None) -> np.ndarray:
+        return run_array(ctx, "trim" if step == 0 else f"trim{step + 1}", design, x, w,
+                         cal.t_cal, cal.t_step, cal_rows=rows).decisions
+
+    return trim_rows(design, cal, n_cols, decide, int(ctx.options.get("trim_steps", 1)),
+                     str(ctx.options.get("trim_pattern", "typical")), float(ctx.point.temp))
 
 
 @contextlib.contextmanager
@@ -427,5 +479,5 @@ def at_temperature(ctx: JobContext, temp: float) -> Iterator[JobContext]:
 
 __all__ = ["Calibration", "N_CODES", "Trim", "at_temperature", "calibrate",
            "calibration_for", "calibration_from_record",
-           "calibration_patterns", "load_calibration_table", "offset_trim", "rows_per_lsb",
-           "trim_pattern"]
+           "calibration_patterns", "load_calibration_table", "offset_trim", "refine_pulses",
+           "rows_per_lsb", "trim_pattern", "trim_rows"]

@@ -4,8 +4,10 @@ that converted the same patterns on the same dies.
 
 A case is one ``ima_column`` (or composed) sweep folder. Its spread is quoted with a 95 %
 chi-square interval (conversions treated as independent; within a die they share its
-columns' offsets, so the interval is a lower bound on the uncertainty), its mean with a
-standard error. Two cases pair on :data:`charact.column.validate.PAIR_KEYS` when their
+columns' offsets, so that interval is a lower bound on the uncertainty) and with a 95 %
+interval over columns (:func:`sigma_cluster_interval`: a delete-one-column jackknife,
+the interval to quote when columns convert several patterns), its mean with a standard
+error. Two cases pair on :data:`charact.column.validate.PAIR_KEYS` when their
 patterns are identical; the change of ``|error|`` is tested with Wilcoxon's signed-rank
 test and its mean quoted with a standard error clustered by column (one SA and one set of
 replica rows per column of a die).
@@ -44,6 +46,37 @@ def sigma_interval(e: np.ndarray, level: float = 0.95) -> tuple[float, float, fl
     return s, lo, hi
 
 
+def sigma_cluster_interval(e: np.ndarray, clusters: np.ndarray,
+                           level: float = 0.95) -> tuple[float, float]:
+    """Interval of the standard deviation of ``e`` when conversions of one cluster (a
+    column of a die) are not independent: the delete-one-cluster jackknife standard
+    error of ``ln s^2`` with Student's t on clusters - 1 degrees of freedom. (Measured
+    coverage at 95 % with a column offset 1.5x the per-conversion noise: 92 % over 30
+    columns of 8, 96 % over 200; a column-resampling percentile bootstrap gave 82 % over
+    30.) NaN below 3 clusters."""
+    from scipy import stats
+
+    _, inv = np.unique(clusters, return_inverse=True)
+    k = int(inv.max()) + 1 if inv.size else 0
+    if k < 3:
+        return math.nan, math.nan
+    n_c = np.bincount(inv, minlength=k).astype(float)
+    s1 = np.bincount(inv, weights=e, minlength=k)
+    s2 = np.bincount(inv, weights=e * e, minlength=k)
+    n_all, t1_all, t2_all = n_c.sum(), s1.sum(), s2.sum()
+    n, t1, t2 = n_all - n_c, t1_all - s1, t2_all - s2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var_all = (t2_all - t1_all ** 2 / n_all) / (n_all - 1)
+        var = (t2 - t1 ** 2 / n) / (n - 1)
+        if not var_all > 0 or np.any(~(var > 0)):
+            return math.nan, math.nan
+        lv = np.log(var)
+    se = math.sqrt((k - 1) / k * float(((lv - lv.mean()) ** 2).sum()))
+    t = float(stats.t.ppf(1 - (1 - level) / 2, k - 1))
+    c = math.log(var_all)
+    return math.exp((c - t * se) / 2), math.exp((c + t * se) / 2)
+
+
 def case_stats(df: pd.DataFrame) -> pd.DataFrame:
     """Per operating point: conversions, dies, sigma (95 % interval), mean +- SE, mean
     ``|error|`` and the share within one LSB, of one sweep's table."""
@@ -52,10 +85,14 @@ def case_stats(df: pd.DataFrame) -> pd.DataFrame:
     for pt, g in ok.groupby(PVT, sort=True):
         e = g["error"].to_numpy()
         s, lo, hi = sigma_interval(e)
+        c_lo, c_hi = sigma_cluster_interval(
+            e, g[CLUSTER].astype(str).agg("|".join, axis=1).to_numpy())
         dies = int(g[["seed", "die"]].drop_duplicates().shape[0]) if int(g["die"].max()) >= 0 \
             else 0
         rows.append({**dict(zip(PVT, pt, strict=True)), "conversions": e.size, "dies": dies,
-                     "sigma": s, "sigma_lo": lo, "sigma_hi": hi, "mean": float(e.mean()),
+                     "sigma": s, "sigma_lo": lo, "sigma_hi": hi, "sigma_col_lo": c_lo,
+                     "sigma_col_hi": c_hi, "columns": int(g[CLUSTER].drop_duplicates().shape[0]),
+                     "mean": float(e.mean()),
                      "se_mean": s / math.sqrt(e.size) if e.size > 1 else math.nan,
                      "mean_abs": float(np.abs(e).mean()),
                      "within_1": float((np.abs(e) <= 1).mean())})
@@ -104,16 +141,19 @@ def cases_report(cases: dict[str, str | Path], pairs: list[tuple[str, str]],
     if command:
         lines += [f"Made by `{command}`.", ""]
     lines += ["Code error = converted − ideal code (LSB). σ with its 95 % chi-square "
-              "interval (conversions taken as independent), mean ± standard error.", "",
-              "| case | corner | VDD | °C | conversions | dies | σ (95 %) | mean ± SE | "
-              "mean \\|e\\| | \\|e\\| ≤ 1 |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "interval (conversions taken as independent) and its 95 % interval over "
+              "columns (delete-one-column jackknife of ln σ², t on columns − 1), mean ± "
+              "standard error.", "",
+              "| case | corner | VDD | °C | conversions | dies | columns | σ (95 %) | "
+              "σ 95 % (columns) | mean ± SE | mean \\|e\\| | \\|e\\| ≤ 1 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, df in tables.items():
         for _, r in case_stats(df).iterrows():
             lines.append(
                 f"| {label} | {r['corner']} | {r['vdd']:g} | {r['temp']:g} | "
-                f"{r['conversions']} | {r['dies'] or 'nominal'} | {_num(r['sigma'])} "
-                f"[{_num(r['sigma_lo'])}, {_num(r['sigma_hi'])}] | "
+                f"{r['conversions']} | {r['dies'] or 'nominal'} | {r['columns']} | "
+                f"{_num(r['sigma'])} [{_num(r['sigma_lo'])}, {_num(r['sigma_hi'])}] | "
+                f"[{_num(r['sigma_col_lo'])}, {_num(r['sigma_col_hi'])}] | "
                 f"{_num(r['mean'], sign=True)} ± {_num(r['se_mean'])} | "
                 f"{_num(r['mean_abs'])} | {r['within_1']:.0%} |")
     if pairs:
@@ -136,4 +176,5 @@ def cases_report(cases: dict[str, str | Path], pairs: list[tuple[str, str]],
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["case_stats", "cases_report", "paired_change", "sigma_interval"]
+__all__ = ["case_stats", "cases_report", "paired_change", "sigma_cluster_interval",
+           "sigma_interval"]

@@ -11,7 +11,11 @@ One conversion, vectorized over many (numpy), on the timeline of
    voltage after the phase is ``psi^-1(psi(v_pre) + sum_k f_k t_k / C)`` with
    ``psi(V) = int dV / I``: exact for any pattern, including the fall of the current as
    the line drops.
-2. **Calibration.** The merged calibration stack pulls RBL_R for ``t_cal``.
+2. **Calibration.** The calibration rows that store -1 pull RBL_R for ``t_cal``: the
+   merged stack of 32 rows (``cal_rows`` 32, untrimmed), or, when the design leaves trim
+   room or a trim chose a column's rows, each row on its own (a replica stack with its
+   own factor, keyed to the deck's ``xc<c>_cal<j>``): a trim then selects rows of the
+   same die, as in the SPICE deck.
 3. **Ramp.** Ramp row j pulls RBL_L for ``t_step`` with its own factor; then the SA
    compares: crossed when ``V(RBL_R) - V(RBL_L)`` exceeds its offset (nominal offset +
    sigma z at the common mode of that decision) by more than the smallest overdrive it
@@ -44,10 +48,10 @@ import math
 
 import numpy as np
 
-from charact.column.calibration import Calibration, calibration_patterns
+from charact.column.calibration import ROW_WORTH_SPAN, Calibration, calibration_patterns
 from charact.column.cells import SCORE_KINDS, PointModel, Regression
 from charact.column.design import Design, draw_patterns
-from charact.column.netlist import N_CODES, N_RAMP, W_MAX
+from charact.column.netlist import N_CAL, N_CODES, N_RAMP, W_MAX
 from charact.mismatch import normals
 
 
@@ -64,20 +68,24 @@ class Die:
     # scores (keyed dies); None: ``z_sa`` scales the model's offset spread
     sa_grid: np.ndarray | None = None
     paired: bool = False  # every value from the SPICE deck's devices (see keyed_die)
+    # (n_cols, 32): the calibration rows one by one (a design with trim room); None: the
+    # merged stack only
+    z_cal_rows: np.ndarray | None = None
 
 
 def draw_die(rng: np.random.Generator, n_cols: int, n_dims: int,
              scale: float = 1.0) -> Die:
     """One Monte-Carlo die."""
-    return Die(rng.standard_normal((n_cols, n_dims, 3, 4)),
-               rng.standard_normal((n_cols, N_RAMP)), rng.standard_normal(n_cols),
-               rng.standard_normal(n_cols), float(scale))
+    z = (rng.standard_normal((n_cols, n_dims, 3, 4)), rng.standard_normal((n_cols, N_RAMP)),
+         rng.standard_normal(n_cols), rng.standard_normal(n_cols))
+    # drawn last, so the other scores of a seed are those of a die without them
+    return Die(*z, float(scale), z_cal_rows=rng.standard_normal((n_cols, N_CAL)))
 
 
 def nominal_die(n_cols: int, n_dims: int) -> Die:
     """The circuit without mismatch."""
     return Die(np.zeros((n_cols, n_dims, 3, 4)), np.zeros((n_cols, N_RAMP)),
-               np.zeros(n_cols), np.zeros(n_cols), 0.0)
+               np.zeros(n_cols), np.zeros(n_cols), 0.0, z_cal_rows=np.zeros((n_cols, N_CAL)))
 
 
 #: Side letter of a conducting MAC stack in the lean deck, by the index of ``Die.z_mac``'s
@@ -101,6 +109,17 @@ def cal_instance(col: int) -> str:
     return f"xc{col}_cal"
 
 
+def cal_row_instance(col: int, row: int) -> str:
+    """Calibration row ``row`` on its own (a replica stack; a deck with trim room)."""
+    return f"xc{col}_cal{row}"
+
+
+def split_cal_rows(design: Design, cal_rows: object = None) -> bool:
+    """Whether the calibration rows are placed one by one: the design leaves trim room,
+    or a trim chose rows (as :func:`charact.column.netlist.array_body` decides)."""
+    return cal_rows is not None or design.cfg.cal_rows != N_CAL
+
+
 def sa_instance(col: int) -> str:
     return f"xsa{col}"
 
@@ -110,9 +129,10 @@ STACK_WRAP = "x0"
 
 
 def device_paths(n_cols: int, n_dims: int, model: PointModel,
-                 need: np.ndarray | None = None) -> set[str]:
+                 need: np.ndarray | None = None, split_cal: bool = False) -> set[str]:
     """The device paths a keyed die reads through the model's fits (MAC stacks: those
-    of ``need``, see :func:`keyed_die`; all when None): for checks against a deck."""
+    of ``need``, see :func:`keyed_die`; all when None; the calibration rows one by one
+    with ``split_cal``): for checks against a deck."""
     out: set[str] = set()
     devs = {k: _devices(s.reg) for k, s in model.stacks.items()}
     sa_devs = list(dict.fromkeys(d for r in model.sa.reg for d in _devices(r)))
@@ -121,7 +141,10 @@ def device_paths(n_cols: int, n_dims: int, model: PointModel,
                  for b in range(3) for s_i, side in enumerate("lr")
                  if need is None or need[c, i, b, s_i]]
         insts += [(ramp_instance(c, j), "rep") for j in range(N_RAMP)]
-        insts += [(cal_instance(c), "cal")]
+        if split_cal:
+            insts += [(cal_row_instance(c, j), "rep") for j in range(N_CAL)]
+        else:
+            insts += [(cal_instance(c), "cal")]
         out |= {f"{inst}.{STACK_WRAP}.{d}" for inst, k in insts for d in devs[k]}
         out |= {f"{sa_instance(c)}.{d}" for d in sa_devs}
     return out
@@ -155,7 +178,7 @@ class _Scores:
 
 def keyed_die(seed: int, die: int, n_cols: int, n_dims: int, model: PointModel,
               scale: float = 1.0, need: np.ndarray | None = None,
-              storage: str = "lean") -> Die:
+              storage: str = "lean", split_cal: bool = False) -> Die:
     """Die ``die`` of the mismatch stream ``seed``: every stack's factor and every SA's
     offset from the keyed scores of the devices at the SPICE deck's instance paths,
     through the models' fits.
@@ -168,7 +191,9 @@ def keyed_die(seed: int, die: int, n_cols: int, n_dims: int, model: PointModel,
     technology whose mismatch is not keyed, SA offsets from a ``sense_amp`` sweep), or
     the storage is not lean (other instance paths), the value is still keyed to
     ``(seed, die, instance)`` but drawn as a standard score of its own: the same die every
-    time, not the SPICE die's device values; ``Die.paired`` says whether all are."""
+    time, not the SPICE die's device values; ``Die.paired`` says whether all are.
+    ``split_cal``: also each calibration row's factor (a design with trim room), through
+    the replica stack's fit (a row is a replica stack in the deck)."""
     sc = _Scores(int(seed), int(die))
     lean = storage == "lean"
     paired = lean and all(s.reg is not None for s in model.stacks.values()) \
@@ -185,6 +210,7 @@ def keyed_die(seed: int, die: int, n_cols: int, n_dims: int, model: PointModel,
     z_rep = np.zeros((n_cols, N_RAMP))
     z_cal = np.zeros(n_cols)
     z_sa = np.zeros(n_cols)
+    z_rows = np.zeros((n_cols, N_CAL)) if split_cal else None
     grid = np.zeros((n_cols, len(model.sa.vcm))) if model.sa.reg else None
     # the fits of the common modes may keep different terms: score their union
     sa_terms = list(dict.fromkeys(t for r in model.sa.reg for t in r.terms))
@@ -197,12 +223,15 @@ def keyed_die(seed: int, die: int, n_cols: int, n_dims: int, model: PointModel,
                     z = stack_z("mac", stack_instance(c, i, b, side))
                     z_mac[c, i, b, [k for k in range(4) if STACK_SIDE[k] == side]] = z
         z_rep[c] = [stack_z("rep", ramp_instance(c, j)) for j in range(N_RAMP)]
-        z_cal[c] = stack_z("cal", cal_instance(c))
+        if z_rows is not None:
+            z_rows[c] = [stack_z("rep", cal_row_instance(c, j)) for j in range(N_CAL)]
+        else:
+            z_cal[c] = stack_z("cal", cal_instance(c))
         if grid is not None:
             grid[c] = model.sa.offset_grid(sc.terms(sa_instance(c), sa_terms))
         else:
             z_sa[c] = sc.device(f"{sa_instance(c)}#sa")[0]
-    return Die(z_mac, z_rep, z_cal, z_sa, float(scale), grid, paired)
+    return Die(z_mac, z_rep, z_cal, z_sa, float(scale), grid, paired, z_rows)
 
 
 def stacks_used(x: np.ndarray, w: np.ndarray, col: np.ndarray, n_cols: int) -> np.ndarray:
@@ -247,9 +276,11 @@ def _digits(w: np.ndarray) -> np.ndarray:
 
 
 def convert(model: PointModel, design: Design, x: np.ndarray, w: np.ndarray,
-            col: np.ndarray, die: Die, t_cal: float, t_step: float) -> Result:
+            col: np.ndarray, die: Die, t_cal: float, t_step: float,
+            cal_rows: np.ndarray | list[int] | None = None) -> Result:
     """Convert B patterns: ``x`` (B, n) inputs in -31..31, ``w`` (B, n) weights in -7..7,
-    ``col`` (B,) the column of ``die`` each conversion runs on."""
+    ``col`` (B,) the column of ``die`` each conversion runs on. ``cal_rows``: the
+    calibration rows storing -1 per column of the die (a trim); None: the design's."""
     cfg = design.cfg
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
@@ -258,6 +289,28 @@ def convert(model: PointModel, design: Design, x: np.ndarray, w: np.ndarray,
         raise ValueError("weights outside -7..7")
     mac_m, rep_m, cal_m = (model.stacks[k] for k in ("mac", "rep", "cal"))
     s = die.scale
+    split = split_cal_rows(design, cal_rows)
+    if split:
+        n_die = die.z_mac.shape[0]
+        rows = np.asarray(cal_rows if cal_rows is not None else [design.cfg.cal_rows] * n_die,
+                          dtype=np.int64)
+        if rows.shape != (n_die,) or rows.min() < 0 or rows.max() > N_CAL:
+            raise ValueError(f"cal_rows must be {n_die} integers in 0..{N_CAL}")
+        if die.z_cal_rows is None and s != 0:
+            raise ValueError("a die without calibration-row scores cannot convert with "
+                             "trim rows (keyed_die(..., split_cal=True))")
+        z_rows = die.z_cal_rows[col] if die.z_cal_rows is not None \
+            else np.zeros((col.size, N_CAL))
+        on_rows = np.arange(N_CAL)[None, :] < rows[col][:, None]  # (B, 32)
+        f_rows = np.exp(s * (rep_m.mu_ln + rep_m.sigma_ln * z_rows)) * on_rows
+        n_rows_on = on_rows.sum(axis=1)
+
+        def cal_leak(v: np.ndarray) -> np.ndarray:
+            # a row storing 0 has both devices off: its leakage is left out
+            return n_rows_on * rep_m.leak(v)
+    else:
+        def cal_leak(v: np.ndarray) -> np.ndarray:
+            return cal_m.leak(v)
     # -- MAC phase: which stack of each cell conducts, onto which line, for how long
     t = _digits(w)  # (B, n, 3)
     xs = x[:, :, None]
@@ -291,17 +344,20 @@ def convert(model: PointModel, design: Design, x: np.ndarray, w: np.ndarray,
     v_l = v_l - (i_mac_off * (leak_l_n * t_phase - on_time_l)
                  + N_RAMP * rep_m.leak(v0) * t_phase) / c_l
     v_r = v_r - (i_mac_off * (leak_r_n * t_phase - on_time_r)
-                 + cal_m.leak(v0) * t_phase) / c_r
+                 + cal_leak(v0) * t_phase) / c_r
     v_l_mac, v_r_mac = v_l.copy(), v_r.copy()
 
     def leak(vl: np.ndarray, vr: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         il = leak_l_n * mac_m.leak(vl) + N_RAMP * rep_m.leak(vl)
-        ir = leak_r_n * mac_m.leak(vr) + cal_m.leak(vr)
+        ir = leak_r_n * mac_m.leak(vr) + cal_leak(vr)
         return vl - il * dt / c_l, vr - ir * dt / c_r
 
-    # -- calibration: the merged calibration rows pull RBL_R
-    f_cal = np.exp(s * (cal_m.mu_ln + cal_m.sigma_ln * die.z_cal[col]))
-    v_r = cal_m.discharge(v_r, f_cal * cal_m.t_eff(t_cal), c_r)
+    # -- calibration: the calibration rows storing -1 pull RBL_R
+    if split:
+        v_r = rep_m.discharge(v_r, (f_rows * rep_m.t_eff(t_cal)).sum(axis=1), c_r)
+    else:
+        f_cal = np.exp(s * (cal_m.mu_ln + cal_m.sigma_ln * die.z_cal[col]))
+        v_r = cal_m.discharge(v_r, f_cal * cal_m.t_eff(t_cal), c_r)
     v_l, v_r = leak(v_l, v_r, cfg.cal_cycles(t_cal) * cfg.t_clk)
     # -- ramp and decisions
     f_rep = np.exp(s * (rep_m.mu_ln + rep_m.sigma_ln * die.z_rep[col]))  # (B, 32)
@@ -401,7 +457,17 @@ def calibrate_model(model: PointModel, design: Design) -> Calibration:
     while g_step(top) > 0 and top < design.cfg.t_clk:
         top *= 2
     t_step = _root(g_step, 0.0, top)
-    return Calibration(float(t_cal), float(t_step), a, a * design.lsb, 0.0, 0.0, 0)
+    # a trim row's worth, measured as the SPICE calibration does: the mac_hi pattern
+    # at cal_rows -+ a few rows, their differentials at the ramp start
+    worth = math.nan
+    r0 = design.cfg.cal_rows
+    span = min(ROW_WORTH_SPAN, r0, N_CAL - r0)
+    if span >= 1:
+        r = convert(model, design, xx, np.stack([w[0], w[0]]), col, die, t_cal, t_step,
+                    cal_rows=[r0 - span, r0 + span])
+        d = r.levels_l[:, 0] - r.levels_r[:, 0]
+        worth = float((d[1] - d[0]) / (2 * span)) / (a * design.lsb)
+    return Calibration(float(t_cal), float(t_step), a, a * design.lsb, 0.0, 0.0, 0, worth)
 
 
 def typical_vcm(model: PointModel, design: Design, n: int = 64, seed: int = 7) -> float:
@@ -421,6 +487,7 @@ def typical_vcm(model: PointModel, design: Design, n: int = 64, seed: int = 7) -
     return v if math.isfinite(v) else model.v_pre - 0.1
 
 
-__all__ = ["Die", "Result", "STACK_SIDE", "STACK_WRAP", "cal_instance", "calibrate_model",
-           "convert", "device_paths", "draw_die", "keyed_die", "nominal_die", "ramp_instance",
-           "sa_instance", "stack_instance", "stacks_used", "typical_vcm"]
+__all__ = ["Die", "Result", "STACK_SIDE", "STACK_WRAP", "cal_instance", "cal_row_instance",
+           "calibrate_model", "convert", "device_paths", "draw_die", "keyed_die",
+           "nominal_die", "ramp_instance", "sa_instance", "split_cal_rows", "stack_instance",
+           "stacks_used", "typical_vcm"]

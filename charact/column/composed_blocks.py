@@ -44,7 +44,7 @@ from charact.blocks.base import JobContext, JobFailed
 from charact.blocks.options import opt
 from charact.column.bench import Conversion, conversion_rows, job_patterns
 from charact.column.blocks import ArrayBlock, ImaColumn, ImaColumnOptions
-from charact.column.calibration import Calibration, calibration_for
+from charact.column.calibration import Calibration, calibration_for, trim_pattern, trim_rows
 from charact.column.cells import CELL_OPTIONS, CellOptions, PointModel, check_cell_options
 from charact.column.characterize import characterize_point
 from charact.column.composed import (
@@ -52,6 +52,7 @@ from charact.column.composed import (
     convert,
     keyed_die,
     nominal_die,
+    split_cal_rows,
     stacks_used,
 )
 from charact.column.design import Design, DesignOptions, check_design, make_design
@@ -141,9 +142,13 @@ def model_calibration(model: PointModel, design: Design):
     stored = model.info.get("calibration")
     if isinstance(stored, dict):  # the model was checked (or made) for this design
         try:
-            return Calibration(**stored)
+            cal = Calibration(**stored)
         except TypeError:
-            pass
+            cal = None
+        # a design with trim room needs the row worth, which older models lack
+        if cal is not None and (design.cfg.cal_rows == N_CAL
+                                or math.isfinite(cal.lsb_per_row)):
+            return cal
     return calibrate_model(model, design)
 
 
@@ -173,9 +178,10 @@ class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
-    # 4: the design's trim_steps option, trim_pattern typical by default; 3: the design's
-    # trim_pattern option; 2: sensitivity fits (reg_*, sa_reg_*)
-    version = "4"
+    # 5: the stored calibration has the trim row's worth; 4: the design's trim_steps
+    # option, trim_pattern typical by default; 3: the design's trim_pattern option;
+    # 2: sensitivity fits (reg_*, sa_reg_*)
+    version = "5"
     Options = CellMCOptions
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
@@ -220,9 +226,10 @@ class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
-    # 5: the design's trim_steps option, trim_pattern typical by default; 4: the design's
-    # trim_pattern option; 3: keyed dies (the SPICE deck's values)
-    version = "5"
+    # 6: trim rows and the offset trim modelled (each calibration row its own replica
+    # stack); 5: the design's trim_steps option, trim_pattern typical by default; 4: the
+    # design's trim_pattern option; 3: keyed dies (the SPICE deck's values)
+    version = "6"
     Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units
@@ -238,9 +245,11 @@ class ImaColumnComposed(ArrayBlock):
         if opts["wiring"] != "q":
             raise UserError("[measure] wiring must be q for the composed column (it "
                             "models wiring = q only)")
-        if opts["trim"] != "none" or opts["cal_rows"] != N_CAL:
-            raise UserError("[measure] trim and cal_rows are modelled in full SPICE only "
-                            "(block ima_column); leave trim = 'none' and cal_rows = 32")
+        if opts["trim"] != "none" and opts["trim_temp"] != "point":
+            # the composed column has its cell models at the job's point only
+            raise UserError("[measure] trim_temp must be 'point' for the composed column "
+                            "(a trim at another temperature runs in full SPICE, block "
+                            "ima_column)")
         cm = opts["cell_models"]
         if cm != "inline":
             try:
@@ -264,13 +273,34 @@ class ImaColumnComposed(ArrayBlock):
         x = np.concatenate([np.repeat(xd[None, :], wd.shape[0], 0) for xd, wd in decks])
         w = np.concatenate([wd for _, wd in decks])
         col = np.concatenate([np.arange(wd.shape[0]) for _, wd in decks])
+        trimmed = o["trim"] == "offset"
+        split = trimmed or split_cal_rows(design)
+        cols = np.arange(n_cols)
+        if trimmed:  # the trim conversions' stacks are read too
+            x_t, w_t = trim_pattern(design, str(o["trim_pattern"]))
+            need_x = np.concatenate([x, np.repeat(x_t[None, :], n_cols, 0)])
+            need_w = np.concatenate([w, np.repeat(w_t[None, :], n_cols, 0)])
+            need_c = np.concatenate([col, cols])
+        else:
+            need_x, need_w, need_c = x, w, col
         if ctx.point.seed is None:
             die = nominal_die(n_cols, n)
         else:  # the SPICE die (seed, die): its devices' keyed scores through the fits
             die = keyed_die(ctx.point.seed, ctx.point.die, n_cols, n, model,
-                            float(o["mismatch_scale"]), stacks_used(x, w, col, n_cols),
-                            design.cfg.storage)
-        res = convert(model, design, x, w, col, die, cal.t_cal, cal.t_step)
+                            float(o["mismatch_scale"]),
+                            stacks_used(need_x, need_w, need_c, n_cols), design.cfg.storage,
+                            split_cal=split)
+        trim = None
+        if trimmed:
+            def decide(step: int, xt: np.ndarray, wt: np.ndarray,
+                       rows: list[int] | None) -> np.ndarray:
+                return convert(model, design, np.repeat(xt[None, :], n_cols, 0), wt, cols,
+                               die, cal.t_cal, cal.t_step, cal_rows=rows).decisions
+
+            trim = trim_rows(design, cal, n_cols, decide, int(o["trim_steps"]),
+                             str(o["trim_pattern"]), float(ctx.point.temp))
+        res = convert(model, design, x, w, col, die, cal.t_cal, cal.t_step,
+                      cal_rows=trim.rows if trim is not None else None)
         rows: list[dict[str, Any]] = []
         start = 0
         for d, (xd, wd) in enumerate(decks):
@@ -278,7 +308,7 @@ class ImaColumnComposed(ArrayBlock):
             start += wd.shape[0]
             conv_d = Conversion(res.decisions[sl], res.levels_l[sl], res.levels_r[sl],
                                 res.v_l_mac[sl], res.v_r_mac[sl])
-            rows += conversion_rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed)
+            rows += conversion_rows(d, design, xd, wd, conv_d, cal, int(o["k"]), seed, trim)
         return rows[:int(o["conversions"]) or int(o["n_cols"])]
 
 

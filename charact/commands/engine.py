@@ -9,6 +9,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from charact.errors import UserError
 from charact.outputs import check_output_dir
@@ -60,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int,
                    help="override: Monte-Carlo samples per point (an integer >= 0)")
     p.add_argument("--seed", type=int, help="override: Monte-Carlo seed (an integer >= 0)")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="override: a [measure] option, the value in TOML (--set "
+                   "conversions=64 --set 'trim=\"offset\"'; a bare word is a string); "
+                   "repeatable, checked like the spec's own")
     p.add_argument("--csv", action="store_true", help="also write table.csv")
     p.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed")
     p.add_argument("--keep-work", action="store_true", help="keep decks and logs of all jobs")
@@ -122,6 +127,25 @@ def _announce_size(name: str) -> Callable[[int], None]:
     return announce
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set OPTION=VALUE`` flags as ``{option: value}``: the value is read as TOML
+    (``64``, ``2e-9``, ``"offset"``, ``[1, 2]``); a bare word that is not TOML is a
+    string (``trim=offset``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"--set needs OPTION=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not raw.strip() or any(c in raw for c in "[]{}\"'="):
+                raise UserError(f"--set {key}: not a TOML value: {raw!r}") from None
+            out[key] = raw.strip()
+    return out
+
+
 def load_spec_with_overrides(args: argparse.Namespace, simulator_version: str = ""):
     from charact.spec import parse_spec
 
@@ -156,6 +180,12 @@ def load_spec_with_overrides(args: argparse.Namespace, simulator_version: str = 
         mc["samples"] = args.samples
     if getattr(args, "seed", None) is not None:
         mc["seed"] = args.seed
+    sets = getattr(args, "set", None) or []
+    if sets:
+        measure = data.setdefault("measure", {})
+        if not isinstance(measure, dict):
+            raise UserError(f"{path}: [measure] must be a table")
+        measure.update(parse_sets(sets))
     return parse_spec(data, where=str(path), path=path, simulator_version=simulator_version,
                       on_size=_announce_size(str(path)))
 
@@ -180,12 +210,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         """Writes decks instead of running them."""
 
         name = "render"
+        written = 0
 
         def version(self) -> str:
             return "render"
 
         def run(self, deck, workdir, timeout=0.0, raw=False):
             path = write_run_dir(deck, workdir)
+            _Recorder.written += 1
             print(f"wrote {path}\n  run it: cd {workdir} && ngspice -b {path.name}  "
                   "(prints the .meas results; for waveforms run 'ngspice "
                   f"{path.name}' and use plot, or add -r {deck.name}.raw)")
@@ -200,8 +232,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     # measurements of earlier ones): that, and only that, is the expected failure.
     try:
         spec.block.simulate(ctx)
-    except JobFailed:
-        pass
+    except JobFailed as exc:
+        if not _Recorder.written:  # the bench stopped before its first deck
+            raise UserError(f"{args.spec}: no deck written: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot write the deck under {out}: {exc.strerror or exc}") from None
     return 0
