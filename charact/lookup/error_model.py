@@ -15,13 +15,16 @@ Sampling uses one Walker/Vose alias table per ideal code: per element one random
 into column and threshold bits), one gather and a few in-place integer steps, whatever the
 number of codes; no one-hot matmul, no compare-and-select, no Python loop per element. On
 the CPU, torch tensors go through a cheaper but equally exact split of each row
-(:func:`_cell_tables`): one random byte (or 10 bits) and one gather per element, plus an
-alias draw for the few elements (0.4 to 2 %) that fall into the row's remainder.
+(:func:`_cell_tables`, :class:`CpuPlan`): one random byte (or 10 bits) and one gather per
+element; the few elements (0.4 to 2 %) that fall into a row's remainder read the same
+random bits in the remainder's own cells within that gather, and the few hundred per
+million that fall into the remainder's remainder take an inverse-CDF draw.
 torch is never imported here: a tensor is recognised through ``sys.modules``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -120,11 +123,11 @@ def alias_entry(packed: np.ndarray, k: int, ideal: int, col: int) -> tuple[int, 
 
 # random bits per element of the CPU sampler's direct table: a byte (a 32 KiB table), or 10
 # of 16 bits (128 KiB) where a byte would leave over 2 % more draws to the remainder, whose
-# scattered alias draws cost ~40x a cell's (1.6 % for the synthetic benchmark table, 6.5 %
-# for the column model; 0.4 and 1.7 % with 10 bits, which cost ~0.4 ns more per element)
+# draws cost several times a cell's (1.6 % for the synthetic benchmark table, 6.5 % for the
+# column model; 0.4 and 1.7 % with 10 bits, which cost ~0.4 ns more per element)
 _CELL_BITS = (8, 10)
 _MORE_BITS_GAIN = 0.02
-_MAX_REMAINDER = 0.25  # above this share of alias draws the plain alias sampler is cheaper
+_MAX_REMAINDER = 0.25  # above this share of remainder draws the plain alias sampler is cheaper
 
 
 class CellTables(NamedTuple):
@@ -134,6 +137,48 @@ class CellTables(NamedTuple):
     bits: int
     q: float  # probability that a conversion takes the remainder draw instead
     remainder: np.ndarray  # (n_codes, n_codes) the remainder law, rows sum to 1
+
+
+class CpuPlan(NamedTuple):
+    """What the CPU samplers draw from for one table (see :meth:`CodeErrorTable.cpu_plan`).
+
+    A conversion of ideal code c reads cell ``u`` (``bits`` random bits) of row c of
+    ``cells``; the share ``q`` of conversions chosen for the table's remainder
+    (:func:`_cell_tables`) read the same ``u`` in row ``n_codes + c`` instead, the cells of
+    the remainder's own split, and the share ``q2`` of those (a few hundred per million
+    conversions) draws from that split's remainder by its cumulative sums ``rest_cdf``.
+    The chosen conversions keep their place in the one gather, so only the ``q * q2`` few
+    are picked out and written back apart.
+    """
+
+    bits: int
+    q: float
+    q2: float
+    cells: np.ndarray  # (2 * n_codes, 2**bits) int32 output codes
+    rest_cdf: np.ndarray | None  # (n_codes, n_codes), None when q * q2 == 0
+
+
+def _cdf(prob: np.ndarray) -> np.ndarray:
+    """Row-wise cumulative sums, exactly 1 from each row's last possible code on (so an
+    inverse-CDF draw never lands on an impossible trailing code by rounding)."""
+    cdf = np.cumsum(prob, axis=1)
+    last = prob.shape[1] - 1 - np.argmax(prob[:, ::-1] > 0, axis=1)
+    cdf[np.arange(prob.shape[1])[None, :] >= last[:, None]] = 1.0
+    return cdf
+
+
+def cdf_codes(cdf: np.ndarray, ideal: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """Inverse-CDF draws (int32 codes) from the rows ``ideal`` of ``cdf`` (made by
+    :func:`_cdf`): the first code whose cumulative probability exceeds a uniform. For a
+    few hundred draws per call, where a handful of numpy steps beat the alias sampler's
+    dozen."""
+    out = np.empty(ideal.size, dtype=np.int32)
+    step = 1 << 14
+    for start in range(0, ideal.size, step):
+        rows = cdf[ideal[start:start + step]]
+        u = gen.random(rows.shape[0])
+        out[start:start + step] = (rows <= u[:, None]).sum(axis=1)
+    return out
 
 
 def _cell_tables(prob: np.ndarray, bits: int) -> CellTables:
@@ -182,11 +227,19 @@ def _cell_tables(prob: np.ndarray, bits: int) -> CellTables:
     return CellTables(cells, bits, q, remainder)
 
 
+_DIRECT_BERNOULLI = 2048  # up to this many candidates, one uniform each
+
+
 def _bernoulli_positions(gen: np.random.Generator, n: int, q: float) -> np.ndarray:
     """Sorted positions among ``n`` that each are chosen with probability ``q``
     independently, drawn as geometric gaps (O(q n) work instead of n comparisons)."""
     if q <= 0.0 or n == 0:
         return np.zeros(0, dtype=np.int64)
+    if q >= 1.0:
+        return np.arange(n, dtype=np.int64)
+    if n <= _DIRECT_BERNOULLI:
+        # a few uniforms cost less than the gaps' fixed numpy steps
+        return np.flatnonzero(gen.random(n) < q)
     # floor(E / -log(1 - q)) + 1 with E ~ Exp(1) is geometric(q), and the ziggurat
     # exponential is ~2.5x faster than numpy's geometric
     scale = -1.0 / math.log1p(-q)
@@ -196,7 +249,11 @@ def _bernoulli_positions(gen: np.random.Generator, n: int, q: float) -> np.ndarr
         # a chunk a few sigma above the mean: nearly always one is enough
         mean = (n - 1 - last) * q
         e = gen.standard_exponential(int(mean + 6.0 * math.sqrt(mean) + 16))
-        pos = last + np.cumsum(np.floor(e * scale).astype(np.int64) + 1)
+        e *= scale
+        gaps = e.astype(np.int64)  # floor: e >= 0
+        gaps += 1
+        pos = np.cumsum(gaps)
+        pos += last
         parts.append(pos)
         last = int(pos[-1])
     pos = np.concatenate(parts)
@@ -238,12 +295,84 @@ def _alias_draw_torch(packed: Any, k: int, ideal: Any, out: Any, words: Any, tor
         torch.bitwise_and(idx, m - 1, out=out)
 
 
+class _SeedWords(np.random.bit_generator.ISeedSequence):
+    """Three random words taken as SFC64's seed state as they are (numpy then runs its 12
+    mixing rounds): they come from a generator already, so a SeedSequence's hashing, most
+    of the time a seeding took (about 30 of 40 us per call), has nothing to add."""
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words = words
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
+        if n_words != self.words.size or np.dtype(dtype) != self.words.dtype:
+            raise ValueError(f"seed words: {self.words.size} {self.words.dtype} at hand, "
+                             f"{n_words} {np.dtype(dtype)} asked for")
+        return self.words
+
+
 def sfc64_generator(rng: Any, torch: Any) -> np.random.Generator:
-    """The CPU samplers' random stream: a numpy SFC64 generator seeded by one draw of the
-    torch generator ``rng`` (None: torch's global one), so that seed fixes every sample
-    (see :func:`_word_source` for why SFC64)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=rng))
-    return np.random.Generator(np.random.SFC64(seed))
+    """The CPU samplers' random stream: a numpy SFC64 generator whose state is three
+    62-bit draws of the torch generator ``rng`` (None: torch's global one), so that seed
+    fixes every sample (see :func:`_word_source` for why SFC64)."""
+    words = torch.randint(0, 2**62, (3,), generator=rng).numpy().view(np.uint64)
+    return np.random.Generator(np.random.SFC64(_SeedWords(words)))
+
+
+def cell_bits(stream: Any, n: int, bits: int) -> np.ndarray:
+    """``n`` uniform ``bits``-bit cell indices (``bits`` <= 16) from whole 64-bit words of
+    the numpy bit generator ``stream``: uint8 for a byte, else masked uint16."""
+    raw = stream.random_raw((n + 7) // 8 * (1 + (bits > 8)))
+    if bits <= 8:
+        u8 = raw.view(np.uint8)[:n]
+        return u8 if bits == 8 else u8 & ((1 << bits) - 1)
+    u = raw.view(np.uint16)[:n]
+    u &= (1 << bits) - 1
+    return u
+
+
+class CellChoice:
+    """Which conversions of a flat tensor of ``n`` take the remainder rows of a
+    :class:`CpuPlan` (``pos``) and which of those are drawn from its ``rest_cdf``
+    (``rest_pos``), drawn from ``gen`` once per call; a loop over the blocks that begin
+    at ``starts`` (ascending, then ``n``) redirects each block's gather indices and keeps
+    the ``rest_pos`` ones' indices (:meth:`redirect`)."""
+
+    def __init__(self, gen: np.random.Generator, n: int, plan: CpuPlan,
+                 starts: np.ndarray) -> None:
+        self.pos = _bernoulli_positions(gen, n, plan.q)
+        pick = _bernoulli_positions(gen, self.pos.size, plan.q2)
+        self.rest_pos = self.pos[pick]
+        # each block's share of both, found once
+        self._cut = np.searchsorted(self.pos, starts).tolist()
+        self._rest_cut = np.searchsorted(self.rest_pos, starts).tolist()
+        self._kept: list[np.ndarray] = []
+
+    def redirect(self, block: int, idx: np.ndarray, start: int, offset: int) -> None:
+        """Add ``offset`` (the remainder rows) to the gather indices ``idx`` of the block
+        numbered ``block`` (beginning at ``start``) at the chosen conversions; keep the
+        ``rest_pos`` ones' indices."""
+        lo, hi = self._cut[block], self._cut[block + 1]
+        if hi > lo:
+            idx[self.pos[lo:hi] - start] += offset
+        lo, hi = self._rest_cut[block], self._rest_cut[block + 1]
+        if hi > lo:
+            self._kept.append(idx[self.rest_pos[lo:hi] - start])
+
+    def rest_indices(self) -> np.ndarray:
+        """The kept gather indices of the ``rest_pos`` conversions, in their order."""
+        return np.concatenate(self._kept) if self._kept else np.zeros(0, dtype=np.int32)
+
+
+def bits_view(t: Any, torch: Any) -> Any:
+    """``t`` viewed as the signed integers of its element size (the same bits)."""
+    sizes = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return t.view(sizes[t.element_size()])
+
+
+def numpy_view(t: Any, torch: Any) -> np.ndarray | None:
+    """The numpy array sharing a CPU tensor's memory (None for bfloat16, which numpy
+    lacks)."""
+    return None if t.dtype == torch.bfloat16 else t.detach().numpy()
 
 
 def _word_source(rng: Any, device: Any, torch: Any) -> Any:
@@ -265,13 +394,6 @@ def _word_source(rng: Any, device: Any, torch: Any) -> Any:
         # random_ over int64 gives 63 random bits: bits 0..30 of both halves are uniform
         return torch.empty(n, dtype=torch.int64, device=device).random_(generator=rng)
     return on_device
-
-
-def _numpy_words(gen: np.random.Generator) -> Any:
-    """``words(n)`` for the alias sampler from a numpy generator's bit stream (torch is
-    loaded whenever this is called)."""
-    torch = sys.modules["torch"]
-    return lambda n: torch.from_numpy(gen.bit_generator.random_raw(n).view(np.int64))
 
 
 def numpy_codes(ideal: Any, rng: Any) -> tuple[np.ndarray, np.random.Generator]:
@@ -338,6 +460,7 @@ class CodeErrorTable:
         self._cells_np: CellTables | bool | None = None  # False: not worth it for this table
         self._cells_torch: dict[str, Any] = {}
         self._remainder: CodeErrorTable | None = None
+        self._plan: CpuPlan | bool | None = None  # False: no cell split for this table
 
     def __repr__(self) -> str:
         return f"CodeErrorTable(n_codes={self.n_codes})"
@@ -451,53 +574,84 @@ class CodeErrorTable:
                 self._remainder = CodeErrorTable(split.remainder)
         return self._cells_np or None
 
+    def cpu_plan(self) -> CpuPlan | None:
+        """The tables of the CPU sampler, built once (None where the table has no cell
+        split; see :class:`CpuPlan`)."""
+        if self._plan is None:
+            split = self._cells()
+            if split is None:
+                self._plan = False
+            else:
+                n = self.n_codes
+                second = np.zeros(split.cells.size, dtype=np.int32)  # rows never read
+                q2, rest = 0.0, None
+                if split.q > 0.0:
+                    # the remainder split on the same cell bits, as its rows share u
+                    inner = _cell_tables(split.remainder, split.bits)
+                    if inner.q <= _MAX_REMAINDER:
+                        second = inner.cells
+                        q2 = inner.q
+                        rest = _cdf(inner.remainder) if inner.q > 0.0 else None
+                    else:
+                        q2, rest = 1.0, _cdf(split.remainder)
+                cells = np.concatenate([split.cells, second]).astype(np.int32)
+                self._plan = CpuPlan(split.bits, split.q, q2, cells.reshape(2 * n, -1), rest)
+        return self._plan or None
+
     def _draw_torch(self, ideal: Any, out: Any, rng: Any, torch: Any) -> None:
-        if ideal.device.type == "cpu" and self._cells() is not None:
+        if ideal.device.type == "cpu" and self.cpu_plan() is not None:
             self._draw_cells_cpu(ideal, out, rng, torch)
         else:
             self._draw_torch_alias(ideal, out, _word_source(rng, ideal.device, torch), torch)
 
     def _draw_cells_cpu(self, ideal: Any, out: Any, rng: Any, torch: Any) -> None:
-        """The CPU sampler of :func:`_cell_tables`: all random bits come from one SFC64
-        stream seeded by ``rng`` (see :func:`_word_source`), in a fixed order: the
-        remainder positions, their alias words, then the cell bits block by block."""
-        split = self._cells_np
-        assert isinstance(split, CellTables)
+        """The CPU sampler of :class:`CpuPlan`: all random bits come from one SFC64 stream
+        seeded by ``rng`` (see :func:`_word_source`), in a fixed order: the remainder's
+        positions, the inverse-CDF ones among them, the cell bits, then the uniforms of the
+        inverse-CDF draws."""
+        plan = self.cpu_plan()
+        assert plan is not None
         key = str(out.dtype)
         if key not in self._cells_torch:
-            # the cells hold the output codes in the output's dtype: the gather writes the
-            # result directly, with no conversion pass
-            self._cells_torch[key] = torch.as_tensor(split.cells).to(out.dtype)
+            # the cells hold the output codes in the output's dtype, gathered as their bit
+            # patterns: the gather writes the result directly, with no conversion pass,
+            # and index_select moves integers faster than floats of the same size
+            self._cells_torch[key] = bits_view(
+                torch.as_tensor(plan.cells.reshape(-1)).to(out.dtype), torch)
         cells = self._cells_torch[key]
-        flat, flat_out = ideal.reshape(-1), out.view(-1)
+        flat, flat_out = ideal.detach().reshape(-1), out.detach().view(-1)
+        out_bits = bits_view(flat_out, torch)
+        out_np = numpy_view(out_bits, torch)  # numpy slices: torch slicing costs more
+        src = numpy_view(flat, torch)
         n = flat.numel()
         gen = sfc64_generator(rng, torch)
-        pos = torch.from_numpy(_bernoulli_positions(gen, n, split.q))
-        if pos.numel():
-            # read before the cell pass below overwrites them when out is ideal
-            picked = flat.index_select(0, pos)
-            assert self._remainder is not None
-            self._remainder._draw_torch_alias(picked, picked, _numpy_words(gen), torch)
-        bits = split.bits
-        for start in range(0, n, _BLOCK):
-            stop = min(start + _BLOCK, n)
-            # whole 64-bit words of the stream per block
-            raw = gen.bit_generator.random_raw((stop - start + 7) // 8 * (1 + (bits > 8)))
-            if bits <= 8:
-                u = raw.view(np.uint8)[: stop - start]
+        stream = gen.bit_generator
+        starts = np.arange(0, n + _BLOCK, _BLOCK)
+        starts[-1] = n
+        chosen = CellChoice(gen, n, plan, starts)
+        bits = plan.bits
+        u_all = cell_bits(stream, n, bits)
+        idx_buf = np.empty(min(n, _BLOCK), dtype=np.int32)
+        for block, (start, stop) in enumerate(itertools.pairwise(starts.tolist())):
+            u = u_all[start:stop]
+            # numpy converts, shifts and ORs the mixed widths in about half torch's time,
+            # into one reused buffer (numpy has no bfloat16: torch converts those)
+            idx = idx_buf[: stop - start]
+            if src is None:
+                np.copyto(idx, flat[start:stop].to(torch.int32).numpy())
             else:
-                u = raw.view(np.uint16)[: stop - start]
-                u &= (1 << bits) - 1
-            # a copy (an int32 ideal must not be shifted in place); numpy converts, shifts
-            # and ORs the mixed widths in about half torch's time (numpy has no bfloat16)
-            block = flat[start:stop].detach()
-            idx = (block.to(torch.int32).numpy() if block.dtype == torch.bfloat16
-                   else block.numpy().astype(np.int32))
+                np.copyto(idx, src[start:stop], casting="unsafe")
             idx <<= bits
             idx |= u
-            torch.index_select(cells, 0, torch.from_numpy(idx), out=flat_out[start:stop])
-        if pos.numel():
-            flat_out.index_copy_(0, pos, picked.to(out.dtype))
+            chosen.redirect(block, idx, start, self.n_codes << bits)
+            torch.index_select(cells, 0, torch.from_numpy(idx),
+                               out=torch.from_numpy(out_np[start:stop]))
+        if chosen.rest_pos.size:
+            assert plan.rest_cdf is not None
+            codes = (chosen.rest_indices() >> bits) - self.n_codes
+            drawn = cdf_codes(plan.rest_cdf, codes, gen)
+            flat_out.index_copy_(0, torch.from_numpy(chosen.rest_pos),
+                                 torch.from_numpy(drawn).to(out.dtype))
 
     def _draw_torch_alias(self, ideal: Any, out: Any, words: Any, torch: Any) -> None:
         """The alias sampler on ideal's device, its words from ``words(n)`` (int64)."""

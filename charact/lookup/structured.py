@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +35,30 @@ import numpy as np
 
 from charact.errors import UserError
 from charact.lookup import fileformat as ff
-from charact.lookup.error_model import PVT, CodeErrorTable, check_levels, numpy_codes
+from charact.lookup.error_model import (
+    PVT,
+    CellChoice,
+    CodeErrorTable,
+    CpuPlan,
+    bits_view,
+    cdf_codes,
+    check_levels,
+    numpy_codes,
+    sfc64_generator,
+)
 
 #: the arrays a chip has: Q.K^T (one column per key position) and A.V (one per d_v output)
 SITES = {"qk": 0, "av": 1}
 # a tag mixed into every chip stream, so no other user of SeedSequence([chip, ...]) shares it
 _CHIP_STREAM_TAG = 0x63686970  # "chip"
 _COV_TOL = 1e-9
+_CHIP_BLOCK = 1 << 18  # conversions per block of the CPU sampler (whole slabs where they fit)
+# the CPU sampler's table has 2 n_codes 2**(ks + cb) float32 entries (512 KiB for 32 codes,
+# byte cells and static errors within +-3 LSB); wider static errors take the general path
+_MAX_TABLE = 1 << 22
+# its tables depend on a chip only through (s_min, ks): chips and layers that share a
+# residual table share them
+_SHIFT_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def mid_scale(n_codes: int) -> float:
@@ -159,6 +177,71 @@ def _layout(shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
     raise UserError("codes must have at least one axis (the columns)")
 
 
+def _blocks(slabs: int, rows: int, n: int) -> list[tuple[int, int, int, int]]:
+    """``(s0, s1, r0, r1)``: blocks of about :data:`_CHIP_BLOCK` conversions of an array
+    viewed as (slabs, rows, n): whole slabs where they fit, else row ranges of one slab
+    (each block is contiguous, and one head's per-column values broadcast over it)."""
+    per = max(1, _CHIP_BLOCK // n)
+    if rows <= per:
+        k = max(1, per // rows)
+        return [(s, min(s + k, slabs), 0, rows) for s in range(0, slabs, k)]
+    step = -(-rows // -(-rows // per))
+    return [(s, s + 1, r, min(rows, r + step)) for s in range(slabs) for r in range(0, rows, step)]
+
+
+def _two_uniform(stream: Any, m: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent arrays of ``m`` uniform ``bits``-bit integers (``bits`` 8 or up to
+    16) from whole 64-bit words of the numpy bit generator ``stream``."""
+    if bits == 8:
+        raw = stream.random_raw((2 * m + 7) // 8).view(np.uint8)
+        return raw[:m], raw[m:2 * m]
+    raw = stream.random_raw((4 * m + 7) // 8).view(np.uint16)
+    raw &= (1 << bits) - 1
+    return raw[:m], raw[m:2 * m]
+
+
+@dataclass
+class _CpuChip:
+    """One chip's precomputed CPU sampler for arrays of ``n`` columns of ``heads`` heads
+    (see :meth:`ChipColumnErrors._draw_cpu`)."""
+
+    gain: np.ndarray  # (heads, 1, n) float32: 2**cb g
+    offset: np.ndarray  # (heads, 1, n) float32: 2**cb (b - g center - s_min) + 1
+    s_min: int  # the smallest shift floor(c + e + u) - c any column and code can take
+    ks: int  # bits of the shift field
+    small: bool  # the word fits 16 bits: uint16 arithmetic
+    table: Any  # torch int32: float32 bits of clip(cells + s_min + s), (2 n_codes, 2**ks, 2**cb)
+    _slabs: dict[tuple[int, int], tuple[Any, ...]] = field(default_factory=dict)
+
+    def slabs(self, slabs: int, rows: int) -> tuple[np.ndarray, np.ndarray, list, np.ndarray, int]:
+        """``(gain, offset, blocks, starts, size)`` for an array viewed as (slabs, rows, n):
+        the rows repeated per slab (slab s is head s % heads), its :func:`_blocks`, their
+        flat starts (then the total) and the largest block's size."""
+        key = (slabs, rows)
+        if key not in self._slabs:
+            which = np.arange(slabs) % self.gain.shape[0]
+            n = self.gain.shape[-1]
+            blocks = _blocks(slabs, rows, n)
+            starts = np.array([(s0 * rows + r0) * n for s0, _, r0, _ in blocks]
+                              + [slabs * rows * n])
+            self._slabs[key] = (self.gain[which], self.offset[which], blocks, starts,
+                                int(np.diff(starts).max()))
+        return self._slabs[key]
+
+
+def _scratch(size: int, dtypes: tuple[Any, ...]) -> list[Any]:
+    """Arrays of ``size`` elements of each of ``dtypes`` (None: no array) carved from one
+    allocation, each on a 64-byte boundary (one malloc instead of several per call)."""
+    nbytes = [0 if dt is None else -(-size * np.dtype(dt).itemsize // 64) * 64 for dt in dtypes]
+    raw = np.empty(sum(nbytes), dtype=np.uint8)
+    out: list[Any] = []
+    at = 0
+    for dt, nb in zip(dtypes, nbytes, strict=True):
+        out.append(None if dt is None else raw[at:at + size * np.dtype(dt).itemsize].view(dt))
+        at += nb
+    return out
+
+
 class ChipColumnErrors:
     """The code errors of one array (``site``) of one layer of one simulated chip.
 
@@ -200,6 +283,7 @@ class ChipColumnErrors:
             self._fixed = (b, g)
         self._np: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._torch: dict[tuple, tuple[Any, Any]] = {}
+        self._cpu: dict[tuple[int, int], _CpuChip | None] = {}
 
     def __repr__(self) -> str:
         return (f"ChipColumnErrors(chip={self.chip}, layer={self.layer}, site={self.site!r}, "
@@ -269,10 +353,15 @@ class ChipColumnErrors:
 
     def sample_levels_(self, levels: Any, rng: Any = None) -> Any:
         """In place, as :meth:`CodeErrorTable.sample_levels_`: ideal codes held as exact
-        integers in a contiguous float tensor become this chip's noisy codes."""
+        integers in a contiguous float tensor become this chip's noisy codes.
+
+        On the CPU one pass per block draws both parts (:meth:`_draw_cpu`); elsewhere, and
+        for static errors too wide for it, the shift and the residual are drawn apart."""
         torch = sys.modules["torch"]
         check_levels(levels, rng, torch)
         if levels.numel() == 0:
+            return levels
+        if levels.device.type == "cpu" and self._draw_cpu(levels, rng, torch):
             return levels
         # half-precision levels would round e + u: the shift is worked out in float32
         work = torch.float64 if levels.dtype == torch.float64 else torch.float32
@@ -283,6 +372,124 @@ class ChipColumnErrors:
         self.residual.sample_levels_(levels, rng)  # c -> c + r
         levels.add_(shift.to(levels.dtype)).clamp_(0, self.n_codes - 1)
         return levels
+
+    def _cpu_chip(self, heads: int, n: int, plan: CpuPlan, torch: Any) -> _CpuChip | None:
+        """The CPU sampler's per-chip arrays for ``heads`` x ``n`` columns, built once per
+        shape (None where the static errors span too many shifts for its table)."""
+        key = (heads, n)
+        if key in self._cpu:
+            return self._cpu[key]
+        b, g = self.static_for(heads, n)
+        center, big_n, cb = self.static.center, self.n_codes, plan.bits
+        ends = np.stack([b - g * center, b + g * (big_n - 1 - center)])
+        # margins of two fraction units keep a float32 rounding of the word off its
+        # neighbours: e - s_min >= 2 / 2**cb keeps Z (see _draw_cpu) at 2 or more, and the
+        # shift field (at most floor(e - s_min) + 1, a carry) below 2**ks
+        margin = 2.0 / (1 << cb)
+        s_min = math.floor(float(ends.min()) - margin)
+        top = math.floor(float(ends.max()) - s_min + margin) + 1
+        ks = top.bit_length()
+        word = (big_n - 1).bit_length() + ks + cb
+        chip = None
+        if 2 * big_n << (ks + cb) <= _MAX_TABLE:
+            scale = float(1 << cb)
+            shared = _SHIFT_TABLES.setdefault(self.residual, {})
+            if (s_min, ks) not in shared:
+                shifts = s_min + np.arange(1 << ks)
+                values = np.clip(plan.cells[:, None, :] + shifts[None, :, None], 0, big_n - 1)
+                shared[(s_min, ks)] = bits_view(
+                    torch.as_tensor(values.astype(np.float32).reshape(-1)), torch)
+            table = shared[(s_min, ks)]
+            chip = _CpuChip(
+                gain=(scale * g).astype(np.float32)[:, None, :],
+                offset=(scale * (b - g * center - s_min) + 1.0).astype(np.float32)[:, None, :],
+                s_min=s_min, ks=ks, small=word <= 16, table=table)
+        self._cpu[key] = chip
+        return chip
+
+    def _draw_cpu(self, levels: Any, rng: Any, torch: Any) -> bool:
+        """This chip's noisy codes for CPU ``levels`` in place, in one pass per block;
+        False (nothing done) where :meth:`_cpu_chip` or the residual has no plan for it.
+
+        With M = 2**cb (cb: the residual's cell bits) and e' = e - s_min > 0, one float32
+        multiply-add per block, from two per-column rows (:class:`_CpuChip`), gives each
+        conversion Y = M e' + 1 and Z = floor(Y) (to float32 rounding, as the shift was
+        worked out before). The static shift floor(e' + u) is floor((Z - 1 + T) / M) with
+        T = floor(M u + Y - Z), which takes each of 1 .. M-1 with probability 1/M, and 0
+        or M with (1 - p) / M and p / M, p = Y - Z. So adding ``u_b`` (cb random bits) to
+        Z carries the shift into the word's shift field with T = u_b + 1; for u_b = M - 1
+        (the conversions found from the random bytes alone, 1 in M) that is T = M, which
+        a Bernoulli(p) draw turns into T = 0 with probability 1 - p. XORing the fraction
+        field with ``u_a`` (cb more random bits) leaves a uniform cell index independent of
+        the shift; with the code in the top field the word indexes one table of
+        ``clip(cell code + s_min + shift)`` (rows c, then the residual's remainder rows,
+        :class:`CpuPlan`), and one gather writes the output.
+        """
+        plan = self.residual.cpu_plan()
+        shape = tuple(levels.shape)
+        heads, n, _ = _layout(shape)
+        fast = None if plan is None else self._cpu_chip(heads, n, plan, torch)
+        if fast is None:
+            return False
+        assert plan is not None
+        rows = shape[-2] if len(shape) >= 2 else 1
+        work = levels if levels.dtype == torch.float32 else levels.to(torch.float32)
+        arr = work.detach().numpy().reshape(-1, rows, n)
+        flat = arr.reshape(-1)
+        flat_bits = flat.view(np.int32)
+        gain, offset, blocks, starts, size = fast.slabs(arr.shape[0], rows)
+        cb, ks, big_n = plan.bits, fast.ks, self.n_codes
+        code_at = cb + ks  # the code field's lowest bit
+        gen = sfc64_generator(rng, torch)
+        chosen = CellChoice(gen, flat.size, plan, starts)
+        # the whole call's random bits and its tied conversions at once: fewer, longer steps
+        u_a_all, u_b_all = _two_uniform(gen.bit_generator, flat.size, cb)
+        ties_all = np.flatnonzero(u_b_all == (1 << cb) - 1)
+        tie_cut = np.searchsorted(ties_all, starts).tolist()
+        tie_u = gen.random(ties_all.size)
+        word = np.uint16 if fast.small else np.int32
+        y_buf, x_buf, c_buf, i_buf = _scratch(
+            size, (np.float32, word, word, np.int32 if fast.small else None))
+        if i_buf is None:
+            i_buf = x_buf
+        # numpy slices and from_numpy: slicing torch tensors costs several times more
+        for block, (s0, s1, r0, r1) in enumerate(blocks):
+            lv = arr[s0:s1, r0:r1]
+            m = lv.size
+            start = int(starts[block])
+            y = y_buf[:m].reshape(lv.shape)
+            torch.addcmul(torch.from_numpy(offset[s0:s1]), torch.from_numpy(lv),
+                          torch.from_numpy(gain[s0:s1]), out=torch.from_numpy(y))
+            x, code = x_buf[:m], c_buf[:m]
+            np.copyto(x, y.reshape(-1), casting="unsafe")  # Y > 0: truncation is floor
+            x += u_b_all[start:start + m]
+            x ^= u_a_all[start:start + m]
+            np.copyto(code, flat[start:start + m], casting="unsafe")
+            code <<= code_at
+            x |= code
+            idx = i_buf[:m]
+            if fast.small:
+                np.copyto(idx, x)
+            lo, hi = tie_cut[block], tie_cut[block + 1]
+            if hi > lo:
+                # T = M was taken; it stands for T = 0 with probability 1 - p
+                t = ties_all[lo:hi] - start
+                y_t = y_buf[t]
+                down = tie_u[lo:hi] >= y_t - np.floor(y_t)
+                idx[t] -= down.astype(np.int32) << cb
+            chosen.redirect(block, idx, start, big_n << code_at)
+            torch.index_select(fast.table, 0, torch.from_numpy(idx),
+                               out=torch.from_numpy(flat_bits[start:start + m]))
+        kept = chosen.rest_indices()
+        if kept.size:
+            assert plan.rest_cdf is not None
+            code = (kept >> code_at) - big_n
+            shift = (kept >> cb) & ((1 << ks) - 1)
+            drawn = cdf_codes(plan.rest_cdf, code, gen)
+            flat[chosen.rest_pos] = np.clip(drawn + fast.s_min + shift, 0, big_n - 1)
+        if work is not levels:
+            levels.copy_(work)
+        return True
 
 
 class PointErrorModel:
