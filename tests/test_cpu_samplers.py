@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from test_sampler import _table
 
-from charact.lookup import CodeErrorTable, error_model_from_samples
+from charact.lookup import CodeErrorTable
 from charact.lookup.error_model import _bernoulli_positions, _cdf, _cell_tables, cdf_codes
 from charact.lookup.structured import ChipColumnErrors, StaticPart
 
@@ -20,15 +21,6 @@ pytestmark = pytest.mark.torch
 
 N_CODES = 32
 CENTER = 15.5
-
-
-def _table(sigma: float, seed: int = 0) -> CodeErrorTable:
-    """A smoothed table fitted to ideal + round(N(0.2, sigma)) samples, clipped."""
-    rng = np.random.default_rng(seed)
-    ideal = rng.integers(0, N_CODES, 300_000)
-    noisy = np.clip(ideal + np.rint(rng.normal(0.2, sigma, ideal.size)).astype(int), 0,
-                    N_CODES - 1)
-    return error_model_from_samples(ideal, noisy, N_CODES).table()
 
 
 @pytest.fixture(scope="module")
