@@ -348,9 +348,18 @@ def test_render_that_writes_no_deck_is_an_error(tmp_path, capsys):
     one_line_error(capsys, "no deck written: calibration is nominal")
 
 
+def _column_64_inline(tmp_path: Path) -> Path:
+    """examples/column_64.toml calibrating inline (its calibration folder is a result)."""
+    text = (REPO / "examples" / "column_64.toml").read_text()
+    assert 'calibration = "results/column_64_calibration"' in text
+    spec = tmp_path / "column_64.toml"
+    spec.write_text(text.replace('calibration = "results/column_64_calibration"',
+                                 'calibration = "inline"'))
+    return spec
+
+
 def test_render_of_the_64_dimension_column_writes_its_deck(tmp_path):
-    assert main(["render", str(REPO / "examples" / "column_64.toml"), "-o",
-                 str(tmp_path / "r")]) == 0
+    assert main(["render", str(_column_64_inline(tmp_path)), "-o", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "array0.cir").is_file()
 
 
@@ -359,7 +368,8 @@ def test_set_overrides_a_measure_option(tmp_path, capsys):
 
     from charact.commands.engine import load_spec_with_overrides, parse_sets
 
-    args = argparse.Namespace(spec=str(REPO / "examples" / "column_64.toml"),
+    spec_path = _column_64_inline(tmp_path)
+    args = argparse.Namespace(spec=str(spec_path),
                               set=["conversions=16", "trim=offset", "trim_steps=3"])
     spec = load_spec_with_overrides(args)
     assert spec.options["conversions"] == 16 and spec.options["trim"] == "offset"
@@ -371,8 +381,7 @@ def test_set_overrides_a_measure_option(tmp_path, capsys):
                            (["--set", "trim_steps=0"], "trim_steps"),
                            (["--set", "conversions"], "--set needs OPTION=VALUE")):
         out = tmp_path / "never"
-        assert main(["sweep", str(REPO / "examples" / "column_64.toml"), "-o", str(out),
-                     *flags]) == 2
+        assert main(["sweep", str(spec_path), "-o", str(out), *flags]) == 2
         one_line_error(capsys, message)
         assert not out.exists()
 

@@ -9,7 +9,9 @@
   is computed from the devices of SPICE die (seed, die) through the cell benches' fits,
   :func:`charact.column.composed.keyed_die`, so the two blocks' conversions pair one to
   one), and a table of exactly the ``ima_column`` format, so error tables and
-  ``charact fit`` work unchanged. A spec
+  ``charact fit`` work unchanged. With trim room (``cal_rows`` < 32) the calibration rows
+  are modelled one by one, and ``trim = "offset"`` runs the trim of full SPICE
+  (:func:`charact.column.calibration.trim_rows`) on the composed die. A spec
   chooses the mode by its ``block`` field: ``ima_column`` (full SPICE) or
   ``ima_column_composed``.
 
