@@ -9,7 +9,7 @@ import pytest
 from test_composed_paired import _deck, deck_stack_z, fitted_model
 from test_hier import _composed_spec, synthetic_model
 
-from charact.column.calibration import trim_pattern, trim_rows
+from charact.column.calibration import trim_rows
 from charact.column.composed import (
     cal_row_instance,
     calibrate_model,
@@ -131,8 +131,6 @@ def test_the_composed_block_trims_each_die(tmp_path):
     # one trim per die: every conversion of a die's column carries that column's rows
     per = mc.groupby(["corner", "die", "col"])["cal_rows"].nunique()
     assert (per == 1).all() and mc["cal_rows"].nunique() > 1
-    x_t, _ = trim_pattern(d)
-    assert x_t.shape == (4,)
 
 
 def test_a_composed_trim_at_another_temperature_is_refused():

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
-from test_sampler import _table
+from test_sampler import _fit_p, _table
 
 from charact.lookup import CodeErrorTable
 from charact.lookup.error_model import _bernoulli_positions, _cdf, _cell_tables, cdf_codes
@@ -31,29 +30,6 @@ def narrow() -> CodeErrorTable:
 @pytest.fixture(scope="module")
 def wide() -> CodeErrorTable:
     return _table(4.0, seed=1)  # 10 bits per cell
-
-
-def _fit_p(counts: np.ndarray, prob: np.ndarray) -> float:
-    """Chi-square p-value of ``counts`` against ``prob``, bins pooled so that each
-    expects at least 20; 0 when a bin of probability 0 was drawn."""
-    if np.any(counts[prob == 0]):
-        return 0.0
-    expected = prob * counts.sum()
-    order = np.argsort(expected)
-    obs, exp, acc_o, acc_e = [], [], 0.0, 0.0
-    for j in order:
-        acc_o += counts[j]
-        acc_e += expected[j]
-        if acc_e >= 20:
-            obs.append(acc_o)
-            exp.append(acc_e)
-            acc_o = acc_e = 0.0
-    if acc_e > 0:
-        obs[-1] += acc_o
-        exp[-1] += acc_e
-    if len(obs) < 2:
-        return 1.0
-    return float(stats.chisquare(np.array(obs), np.array(exp)).pvalue)
 
 
 def _check(counts: np.ndarray, prob: np.ndarray, where: object) -> None:

@@ -73,9 +73,11 @@ def _counts(out: torch.Tensor, ideal: torch.Tensor, code: int, n: int) -> np.nda
 
 def _fit_p(counts: np.ndarray, prob: np.ndarray) -> float:
     """Chi-square p-value of ``counts`` against ``prob``, bins pooled so that each
-    expects at least 20 (the pooled tail keeps its mass)."""
-    total = counts.sum()
-    expected = prob * total
+    expects at least 20 (the pooled tail keeps its mass); 0 when a bin of probability 0
+    was drawn, 1 when everything pools into one bin."""
+    if np.any(counts[prob == 0]):
+        return 0.0
+    expected = prob * counts.sum()
     order = np.argsort(expected)
     obs, exp, acc_o, acc_e = [], [], 0.0, 0.0
     for j in order:
@@ -88,8 +90,8 @@ def _fit_p(counts: np.ndarray, prob: np.ndarray) -> float:
     if acc_e > 0:
         obs[-1] += acc_o
         exp[-1] += acc_e
-    if np.any(counts[prob == 0]):
-        return 0.0
+    if len(obs) < 2:
+        return 1.0
     return float(stats.chisquare(np.array(obs), np.array(exp)).pvalue)
 
 
