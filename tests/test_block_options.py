@@ -201,7 +201,7 @@ BAD = [
     # ima_calibration (the design options alone)
     ("ima_calibration", {"n_dims": 0}, "n_dims"),
     ("ima_calibration", {"t_clk": NAN}, "t_clk"),
-    ("ima_calibration", {"cal_iterations": 11}, "cal_iterations"),
+    ("ima_calibration", {"cal_iterations": 21}, "cal_iterations"),
     ("ima_calibration", {"mac_range": INF}, "mac_range"),
     # ima_cell
     ("ima_cell", {"pulse_units": [4]}, "pulse_units"),

@@ -269,9 +269,17 @@ class StackModel:
     # ln(I / I_nominal) of an instance against its devices' scores (access ``xa`` and
     # driver ``xd``, vt and beta): what makes a keyed die's stack (None: not measured)
     reg: Regression | None = None
+    # A pulse's edge charges the stack's inner node from the bitline, and that charge
+    # follows the bitline voltage (the node charges up towards it), not the current: the
+    # charge of a long pulse's edge at drain voltage v_edge beyond the
+    # gain * I(V) * t_off the model gives it (0 at v_pulse; empty: not measured)
+    v_edge: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    dq_edge: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         self.reg = _regression(self.reg)
+        self.v_edge = np.asarray(self.v_edge, float)
+        self.dq_edge = np.asarray(self.dq_edge, float)
         self.v = np.asarray(self.v, float)
         self.i_on = np.asarray(self.i_on, float)
         self.i_off = np.asarray(self.i_off, float)
@@ -310,6 +318,18 @@ class StackModel:
         if self.t_pulse.size:
             return t + np.interp(t, self.t_pulse, self.t_off_t)
         return t + self.t_off
+
+    def edge(self, v: np.ndarray | float, t: float | np.ndarray) -> np.ndarray:
+        """Charge (C) one pulse of width ``t`` starting at bitline voltage ``v`` draws
+        beyond ``gain * I(v) * t_eff(t)``: the edge's voltage dependence (0 when not
+        measured), measured on long pulses and scaled by the share of the long pulses'
+        edge a pulse of width ``t`` carries (a short pulse charges the node part way)."""
+        v = np.asarray(v, float)
+        if self.v_edge.size < 2:
+            return np.zeros(np.broadcast(v, np.asarray(t)).shape)
+        share = np.clip((self.t_eff(t) - np.asarray(t, float)) / self.t_off, 0.0, 1.0) \
+            if self.t_off > 0 else 1.0
+        return np.interp(v, self.v_edge, self.dq_edge) * share
 
     def leak(self, v: np.ndarray) -> np.ndarray:
         return np.interp(v, self.v, self.i_off)
@@ -434,6 +454,10 @@ class PointModel:
             out[f"sigma_ln_{k}"] = s.sigma_ln
             out[f"sigma_vt_{k}"] = s.sigma_vt_eq
             out[f"t_off_{k}"] = s.t_off
+            # the edge's departure from t_off at the lowest bitline voltage, in seconds
+            # of the current there
+            out[f"t_edge_lo_{k}"] = (float(s.dq_edge[0] / (s.gain * np.interp(
+                s.v_edge[0], s.v, s.i_on))) if s.dq_edge.size else math.nan)
             out[f"gain_{k}"] = s.gain
             out[f"corr_v_{k}"] = s.corr_v
         out["c_drain_mac"] = self.stacks["mac"].c_drain
@@ -586,6 +610,71 @@ def pulse_charges(ctx: JobContext, design: Design, v_drain: float) -> dict[str, 
         if not np.isfinite(q).all():
             raise JobFailed(f"stack pulse bench: missing charge of {k}")
         out[k] = q
+    return out
+
+
+#: pulse widths (in t_unit) of the edge bench: long against the edges, so the charge is
+#: affine in the width and its intercept is the edge's
+EDGE_UNITS = (16, 64)
+EDGE_VOLTS = 6  # drain voltages of the edge bench, from 0.1 V to v_pulse
+
+
+def edge_volts(v_pulse: float) -> np.ndarray:
+    """The drain voltages of :func:`edge_charges` (ascending, v_pulse the last)."""
+    return np.linspace(min(0.1, v_pulse / 2), v_pulse, EDGE_VOLTS)
+
+
+def edge_charges(ctx: JobContext, design: Design, volts: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per stack width: (slope in A, intercept in C) of a pulse's charge against its width
+    at each drain voltage of ``volts`` (nominal; pulses from rest, as every MAC, ramp and
+    calibration row fires once per conversion)."""
+    cfg = design.cfg
+    cell = _tpl(ctx, "rd_stack")
+    sizes = stack_sizes(ctx.params, cfg.rep_ratio)
+    t_on = 0.5e-9
+    t_end = t_on + max(EDGE_UNITS) * cfg.t_unit + 1e-9
+    lines = [dc("vsram", "vsram", cfg.vdd_sram)]
+    for i, u in enumerate(EDGE_UNITS):
+        lines.append(trapezoid(f"Vrwl{i}", f"rwl{i}", t_on, u * cfg.t_unit, cfg.v_rwl,
+                               cfg.t_edge))
+    meas: dict[tuple[str, int, int], Integ] = {}
+    for j, v in enumerate(volts):
+        lines.append(dc(f"vbl{j}", f"bl{j}", float(v)))
+        for k in STACKS:
+            for i in range(len(EDGE_UNITS)):
+                m = f"vm_{k}_{j}_{i}"
+                lines += [f"{m} bl{j} d_{k}_{j}_{i} 0",
+                          cell.instance(f"{k}_{j}_{i}", "rd_stack",
+                                        [f"d_{k}_{j}_{i}", f"rwl{i}", "vsram", "0"], sizes[k])]
+                meas[(k, j, i)] = Integ(f"q_{k}_{j}_{i}", f"i({m})", 0, t_end)
+    lines += [tran(cfg.tmax / 8, t_end, cfg.tmax / 4),
+              ".save " + " ".join(f"i(vm_{k}_{j}_{i})" for (k, j, i) in meas)]
+    lines += [q.line() for q in meas.values()]
+    res = ctx.run("stacks_edge", "\n".join(lines))
+    q = dict(zip(meas, read_all(res, list(meas.values())), strict=True))
+    if not all(math.isfinite(x) for x in q.values()):
+        raise JobFailed("stack edge bench: a charge is missing")
+    t = np.array(EDGE_UNITS, float) * cfg.t_unit
+    out = {}
+    for k in STACKS:
+        slope, icpt = np.empty(len(volts)), np.empty(len(volts))
+        for j in range(len(volts)):
+            qq = np.array([q[(k, j, i)] for i in range(len(EDGE_UNITS))])
+            slope[j] = (qq[1] - qq[0]) / (t[1] - t[0])
+            icpt[j] = qq[0] - slope[j] * t[0]
+        out[k] = (slope, icpt)
+    return out
+
+
+def edge_terms(edges: dict[str, tuple[np.ndarray, np.ndarray]], volts: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Per stack width, the edge charge beyond the model's ``gain * I(V) * t_off``: the
+    intercept at V less the one at v_pulse (the last voltage) scaled by the current, which
+    is what a constant ``t_off`` assumes."""
+    out = {}
+    for k, (slope, icpt) in edges.items():
+        out[k] = icpt - icpt[-1] * slope / slope[-1]
     return out
 
 
@@ -798,6 +887,7 @@ def sa_from_sweep(path: str, corner: str, vdd: float, temp: float) -> SAModel:
 
 __all__ = ["CELL_OPTIONS", "CellOptions", "PointModel", "Regression", "SAModel", "STACKS",
            "SCORE_KINDS", "StackModel", "bench_scores", "check_cell_options", "fit_linear",
-           "interp_rows", "line_capacitances", "mc_stacks", "nominal_stacks",
-           "pulse_charges", "sa_delay", "sa_from_sweep", "sa_offsets", "sa_regression",
+           "edge_charges", "edge_terms", "edge_volts", "interp_rows", "line_capacitances",
+           "mc_stacks", "nominal_stacks", "pulse_charges", "sa_delay", "sa_from_sweep",
+           "sa_offsets", "sa_regression",
            "sa_scores", "select_linear", "stack_models", "stack_sizes"]

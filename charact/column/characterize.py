@@ -13,6 +13,9 @@ from charact.blocks.base import JobContext
 from charact.column.cells import (
     PointModel,
     SAModel,
+    edge_charges,
+    edge_terms,
+    edge_volts,
     line_capacitances,
     mc_stacks,
     nominal_stacks,
@@ -44,6 +47,9 @@ def characterize_point(ctx: JobContext, design: Design, opts: dict[str, Any]) ->
         mc = mc_stacks(mctx, design, int(opts["cell_samples"]))
         q = pulse_charges(nctx, design, v_pulse)
         stacks = stack_models(nom, mc, q, design, v_pulse)
+        volts = edge_volts(v_pulse)
+        for k, dq in edge_terms(edge_charges(nctx, design, volts), volts).items():
+            stacks[k].v_edge, stacks[k].dq_edge = volts, dq
         c_l, c_r, c_mac = line_capacitances(nctx, design)
         stacks["mac"].c_drain = c_mac
         p = ctx.point

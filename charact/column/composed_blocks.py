@@ -180,15 +180,17 @@ class ImaCellMC(ArrayBlock):
     """Cell-level Monte-Carlo characterization of the column at each operating point."""
 
     name = "ima_cell_mc"
+    # 6: the edge charge against the bitline voltage (v_edge, dq_edge, t_edge_lo_*);
     # 5: the stored calibration has the trim row's worth; 4: the design's trim_steps
     # option, trim_pattern typical by default; 3: the design's trim_pattern option;
     # 2: sensitivity fits (reg_*, sa_reg_*)
-    version = "5"
+    version = "6"
     Options = CellMCOptions
     columns = (
         "i_mac", "i_rep", "i_cal", "ileak_mac", "ileak_rep", "ileak_cal", "sigma_ln_mac",
         "sigma_ln_rep", "sigma_ln_cal", "sigma_vt_mac", "sigma_vt_rep", "sigma_vt_cal",
-        "t_off_mac", "t_off_rep", "t_off_cal", "gain_mac", "gain_rep", "gain_cal",
+        "t_off_mac", "t_off_rep", "t_off_cal", "t_edge_lo_mac", "t_edge_lo_rep",
+        "t_edge_lo_cal", "gain_mac", "gain_rep", "gain_cal",
         "corr_v_mac", "corr_v_rep", "corr_v_cal", "c_drain_mac", "c_par_l", "c_par_r",
         "sa_vcm", "sa_offset_nom", "sa_sigma", "sa_mean_mc", "sa_t0", "sa_tau",
         "reg_r2_mac", "reg_r2_rep", "reg_r2_cal", "reg_sigma_mac", "reg_sigma_rep",
@@ -228,10 +230,11 @@ class ImaColumnComposed(ArrayBlock):
     """``ima_column`` conversions from the composed column (cell models + numerics)."""
 
     name = "ima_column_composed"
-    # 6: trim rows and the offset trim modelled (each calibration row its own replica
-    # stack); 5: the design's trim_steps option, trim_pattern typical by default; 4: the
-    # design's trim_pattern option; 3: keyed dies (the SPICE deck's values)
-    version = "6"
+    # 7: the edges' voltage dependence (models that have it); 6: trim rows and the
+    # offset trim modelled (each calibration row its own replica stack); 5: the
+    # design's trim_steps option, trim_pattern typical by default; 4: the design's
+    # trim_pattern option; 3: keyed dies (the SPICE deck's values)
+    version = "7"
     Options = ComposedOptions
     columns = ImaColumn.columns
     units = ImaColumn.units

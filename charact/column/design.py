@@ -64,7 +64,7 @@ class DesignOptions:
     sa_params: dict[str, float] = opt({}, "strongarm_sa template parameters of the column's "
                                       "comparators", rule="names of strongarm_sa parameters")
     cal_iterations: int = opt(3, "iterations of the calibration of the replica pulses",
-                              min=1, max=10)
+                              min=1, max=20)
     cal_rows: int = opt(32, "calibration rows storing -1 at the nominal setting (of 32); "
                         "fewer leave a per-column trim room (the calibration measures a "
                         "row's worth, lsb_per_row)",

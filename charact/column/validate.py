@@ -522,9 +522,10 @@ def method_notes(s_path: Path, c_path: Path, s_df: pd.DataFrame,
     cells = str(meas.get("cell_models", "inline"))
     out += [f"Cell models: `{cells}`; calibration: `{meas.get('calibration', 'model')}`. "
             "Read stacks (MAC cell, replica row, merged calibration rows): nominal I(V) and "
-            "leakage from a DC sweep, pulse-edge charge from a nominal transient, per-device "
-            "log-current spread from Monte-Carlo instances; bitline parasitics from a "
-            "nominal bench; SA offset from Monte-Carlo instances (parallel bisection) at "
+            "leakage from a DC sweep, pulse-edge charge from nominal transients (against "
+            "the pulse width and the bitline voltage), per-device log-current spread "
+            "from Monte-Carlo instances; bitline parasitics from a nominal bench; SA "
+            "offset from Monte-Carlo instances (parallel bisection) at "
             "the column's typical decision common mode, nominal offset and delay from "
             "nominal decks (`charact.column.cells`). The column integrates both bitlines "
             "exactly for the separable I(V) model, computes each die from the keyed "
