@@ -200,7 +200,7 @@ class ImaCellMC(ArrayBlock):
     units = {
         **{f"{q}_{k}": u for k in ("mac", "rep", "cal") for q, u in (
             ("i", "A"), ("ileak", "A"), ("sigma_ln", "1"), ("sigma_vt", "V"),
-            ("t_off", "s"), ("gain", "1"), ("corr_v", "1"))},
+            ("t_off", "s"), ("t_edge_lo", "s"), ("gain", "1"), ("corr_v", "1"))},
         "c_drain_mac": "F", "c_par_l": "F", "c_par_r": "F", "sa_vcm": "V",
         "sa_offset_nom": "V", "sa_sigma": "V", "sa_mean_mc": "V", "sa_t0": "s",
         "sa_tau": "s", "rep_ratio": "1", "design": "-", "model_json": "-",
