@@ -663,6 +663,9 @@ def edge_charges(ctx: JobContext, design: Design, volts: np.ndarray
             qq = np.array([q[(k, j, i)] for i in range(len(EDGE_UNITS))])
             slope[j] = (qq[1] - qq[0]) / (t[1] - t[0])
             icpt[j] = qq[0] - slope[j] * t[0]
+        if np.any(slope <= 0):  # a stack that does not conduct would divide by zero later
+            raise JobFailed(f"stack edge bench: stack {k} draws no charge growing with "
+                            "the pulse width")
         out[k] = (slope, icpt)
     return out
 
